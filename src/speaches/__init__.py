@@ -1,0 +1,3 @@
+"""speaches: a self-hosted, OpenAI-API-compatible speech server."""
+
+__version__ = "0.1.0"
