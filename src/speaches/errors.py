@@ -161,7 +161,11 @@ async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResp
 async def _unhandled_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     return error_response(
-        ApiError("The server hit an internal error. It has been logged.", status_code=500, error_type="server_error")
+        ApiError(
+            "The server hit an internal error. It has been logged.",
+            status_code=500,
+            error_type="server_error",
+        )
     )
 
 

@@ -1,0 +1,679 @@
+"""The server's one audio module: decode any upload, encode and stream synthesized speech.
+
+Everything runs in-process through PyAV (FFmpeg's libraries); there is no ffmpeg subprocess.
+All functions and classes here are blocking CPU work: call them from a worker thread, never from
+the event loop.
+
+Decoding (transcription, translation):
+
+- :func:`decode_audio` turns a path, a binary file object or bytes into float32 mono samples in
+  [-1, 1] at the requested rate (16 kHz by default, what Whisper expects).
+- :func:`iter_audio_chunks` is the same decode, yielded in bounded chunks for arbitrarily long audio.
+- Every problem with the upload itself is an :class:`AudioDecodeError` (a 400 with ``param="file"``).
+  A truncated or partly corrupt file gives the audio that could be decoded, as a media player would;
+  only a file where nothing decodes is an error.
+
+Encoding (text to speech):
+
+- :class:`AudioEncoder` takes successive chunks of mono samples and returns encoded bytes as they
+  become ready, in any of OpenAI's response formats (:data:`SPEECH_RESPONSE_FORMATS`).
+- :func:`content_type_for` gives the HTTP media type of each format.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import IO, Final, Literal, TypeAlias, get_args
+
+import av
+import av.error
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+from av.container import InputContainer, OutputContainer
+
+from speaches.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SPEECH_RESPONSE_FORMATS",
+    "WHISPER_SAMPLE_RATE",
+    "AudioDecodeError",
+    "AudioEncoder",
+    "AudioSource",
+    "SpeechResponseFormat",
+    "audio_duration_seconds",
+    "content_type_for",
+    "decode_audio",
+    "iter_audio_chunks",
+    "supported_output_sample_rate",
+]
+
+WHISPER_SAMPLE_RATE: Final = 16_000
+
+# A path, the bytes of a file, or a binary file object such as the SpooledTemporaryFile behind an upload.
+AudioSource: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+
+# What OpenAI's clients say the transcription endpoints accept; PyAV reads many more.
+_FORMATS_HINT: Final = "supported formats include flac, m4a, mp3, mp4, mpeg, mpga, ogg, opus, wav and webm"
+
+# The pre-sized decode buffer trusts a file's claimed duration only up to this much; a longer file
+# still decodes, the buffer grows. A forged header cannot make us reserve gigabytes up front.
+_MAX_PRESIZED_SECONDS: Final = 600.0
+
+
+class AudioDecodeError(InvalidRequestError):
+    """The uploaded audio could not be decoded; the message says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="file")
+
+
+# FFmpeg failures that say nothing about the upload: out of memory, or our own Python file object
+# raising while PyAV read from it. They must stay server errors, not become a 400.
+_SERVER_SIDE_FAILURES: Final = (av.error.MemoryError, av.error.PyAVCallbackError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_audio(source: AudioSource, sample_rate: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
+    """Decode ``source`` to float32 mono samples in [-1, 1] at ``sample_rate``.
+
+    ``source`` is a path, the bytes of a file, or a binary file object (read from its start; it is
+    left open). Any container and codec FFmpeg reads works. Multi-channel audio is mixed down,
+    other rates are resampled. Decoding is frame by frame into one buffer sized from the duration
+    the file declares, so memory holds the input and one copy of the output.
+
+    Raises :class:`AudioDecodeError` when the upload is empty, is not audio, has no audio track, or
+    nothing in it decodes.
+    """
+    _check_sample_rate(sample_rate)
+    with _open_audio(source) as (container, stream):
+        declared = _declared_duration_seconds(container, stream)
+        presized_seconds = min(declared, _MAX_PRESIZED_SECONDS) if declared else 30.0
+        buffer = _GrowableSampleBuffer(int(presized_seconds * 1.01 * sample_rate) + sample_rate)
+        for samples in _iter_mono_samples(container, stream, sample_rate):
+            buffer.append(samples)
+        return buffer.result()
+
+
+def iter_audio_chunks(
+    source: AudioSource, sample_rate: int = WHISPER_SAMPLE_RATE, chunk_seconds: float = 30.0
+) -> Iterator[np.ndarray]:
+    """Decode like :func:`decode_audio`, yielding consecutive chunks of ``chunk_seconds`` each.
+
+    Every chunk but the last holds exactly ``round(chunk_seconds * sample_rate)`` samples; their
+    concatenation equals :func:`decode_audio`'s result. Memory stays bounded by one chunk plus one
+    decoded frame, whatever the length of the audio.
+
+    This is a generator: the file is opened, and :class:`AudioDecodeError` raised, on the first
+    ``next()``. Close the generator (or exhaust it) to release the decoder early.
+    """
+    _check_sample_rate(sample_rate)
+    chunk_size = round(chunk_seconds * sample_rate)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_seconds must give at least one sample, got {chunk_seconds}")
+    with _open_audio(source) as (container, stream):
+        chunk = np.empty(chunk_size, dtype=np.float32)
+        filled = 0
+        for samples in _iter_mono_samples(container, stream, sample_rate):
+            consumed = 0
+            while consumed < len(samples):
+                taken = min(chunk_size - filled, len(samples) - consumed)
+                chunk[filled : filled + taken] = samples[consumed : consumed + taken]
+                filled += taken
+                consumed += taken
+                if filled == chunk_size:
+                    yield chunk
+                    chunk = np.empty(chunk_size, dtype=np.float32)
+                    filled = 0
+        if filled:
+            yield chunk[:filled].copy()
+
+
+def audio_duration_seconds(samples: np.ndarray, sample_rate: int = WHISPER_SAMPLE_RATE) -> float:
+    """Duration of mono ``samples`` at ``sample_rate``, in seconds."""
+    return len(samples) / sample_rate
+
+
+def _check_sample_rate(sample_rate: int) -> None:
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+
+
+@contextmanager
+def _open_audio(source: AudioSource) -> Iterator[tuple[InputContainer, AudioStream]]:
+    """Open ``source`` and pick its audio stream, turning every upload problem into AudioDecodeError."""
+    if isinstance(source, str | os.PathLike):
+        # A path comes from the server itself; a missing file is our bug, so FileNotFoundError stays.
+        path = os.fspath(source)
+        if os.path.getsize(path) == 0:
+            raise AudioDecodeError("The uploaded file is empty.")
+        target: str | IO[bytes] = path
+    elif isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise AudioDecodeError("The uploaded file is empty.")
+        target = io.BytesIO(source)
+    else:
+        if _is_seekable(source):
+            source.seek(0, os.SEEK_END)
+            size = source.tell()
+            source.seek(0)
+            if size == 0:
+                raise AudioDecodeError("The uploaded file is empty.")
+        target = source
+
+    try:
+        # metadata_errors="ignore": a tag in a broken text encoding must not cost the user the audio.
+        container = av.open(target, mode="r", metadata_errors="ignore")
+    except _SERVER_SIDE_FAILURES:
+        raise
+    except av.error.FFmpegError as error:
+        # InvalidDataError (no demuxer recognises it), EOFError (cut inside the header) and kin.
+        logger.debug("av.open failed: %s", error)
+        raise AudioDecodeError(f"The uploaded file could not be decoded as audio; {_FORMATS_HINT}.") from error
+
+    with container:
+        stream = container.streams.best("audio")
+        if stream is None:
+            raise AudioDecodeError(_describe_missing_audio(container))
+        if stream.codec_context is None:
+            raise AudioDecodeError(
+                f"The uploaded file's audio uses a codec this server cannot decode; {_FORMATS_HINT}."
+            )
+        yield container, stream
+
+
+def _is_seekable(file: IO[bytes]) -> bool:
+    seekable = getattr(file, "seekable", None)
+    return bool(seekable()) if seekable is not None else hasattr(file, "seek") and hasattr(file, "tell")
+
+
+def _describe_missing_audio(container: InputContainer) -> str:
+    kinds = sorted({stream.type for stream in container.streams})
+    found = f" (it contains only {' and '.join(kinds)})" if kinds else ""
+    return f"The uploaded file has no audio track{found}. Upload a file with an audio track; {_FORMATS_HINT}."
+
+
+def _declared_duration_seconds(container: InputContainer, stream: AudioStream) -> float | None:
+    """How long the file says it is, if it says; many streams (raw, streamed, broken) do not."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _iter_frames(container: InputContainer, stream: AudioStream) -> Iterator[AudioFrame]:
+    """Decoded frames of ``stream``, skipping packets that fail and stopping where the data ends.
+
+    A packet the decoder rejects is skipped (as FFmpeg's own tools do), and demuxing errors end the
+    stream: together they make a truncated or partly corrupt file give what it holds.
+    """
+    packets = container.demux(stream)
+    failed_packets = 0
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            # The demuxer's last packets are empty ones that flush the decoder: the tail is out.
+            break
+        except _SERVER_SIDE_FAILURES:
+            raise
+        except av.error.FFmpegError as error:
+            logger.warning("audio upload ends in unreadable data, keeping what came before: %s", error)
+            yield from _flush_decoder(stream)
+            break
+        try:
+            frames = stream.decode(packet)
+        except _SERVER_SIDE_FAILURES:
+            raise
+        except av.error.FFmpegError as error:
+            failed_packets += 1
+            logger.debug("skipping an undecodable packet: %s", error)
+            continue
+        yield from frames
+    if failed_packets:
+        logger.warning("skipped %d undecodable packet(s) in an audio upload", failed_packets)
+
+
+def _flush_decoder(stream: AudioStream) -> list[AudioFrame]:
+    try:
+        return stream.decode(None)
+    except _SERVER_SIDE_FAILURES:
+        raise
+    except av.error.FFmpegError:
+        return []
+
+
+@dataclass(frozen=True)
+class _FrameShape:
+    """What a resampler is configured for; a frame that differs needs a new resampler."""
+
+    sample_format: str
+    layout: str
+    sample_rate: int
+
+    @classmethod
+    def of(cls, frame: AudioFrame) -> _FrameShape:
+        return cls(frame.format.name, frame.layout.name, frame.sample_rate)
+
+
+def _mono_float_resampler(sample_rate: int) -> AudioResampler:
+    # rematrix_maxval=1 keeps a downmix within [-1, 1]: without it FFmpeg mixes stereo to mono as
+    # 0.707 * (L + R) for float output, which pushes a loud recording past full scale.
+    return AudioResampler(format="flt", layout="mono", rate=sample_rate, options={"rematrix_maxval": "1.0"})
+
+
+def _iter_mono_samples(container: InputContainer, stream: AudioStream, sample_rate: int) -> Iterator[np.ndarray]:
+    """Float32 mono arrays at ``sample_rate``, one per converted frame, in order.
+
+    The arrays may be views of frame buffers; consumers copy what they keep.
+    """
+    resampler: AudioResampler | None = None
+    resampler_input: _FrameShape | None = None
+    produced_any = False
+
+    def converted(frames: list[AudioFrame | None]) -> Iterator[np.ndarray]:
+        nonlocal produced_any
+        for frame in frames:
+            # PyAV's resampler passes a frame through untouched (and answers a flush with [None])
+            # when the input already has the target format, layout and rate.
+            if frame is None or frame.samples == 0:
+                continue
+            samples = frame.to_ndarray()[0]
+            # Float sources (float wav, some decoders) can overshoot full scale; callers get [-1, 1].
+            np.clip(samples, -1.0, 1.0, out=samples)
+            produced_any = True
+            yield samples
+
+    try:
+        for frame in _iter_frames(container, stream):
+            if frame.samples == 0:
+                continue
+            # Timestamps are irrelevant to a sample-exact decode and are often missing (None) or
+            # broken in uploads; without them the resampler works on samples alone.
+            frame.pts = None
+            shape = _FrameShape.of(frame)
+            if resampler is None or shape != resampler_input:
+                # Some streams change rate or channel layout mid-way (chained ogg, concatenated mp3).
+                if resampler is not None:
+                    yield from converted(resampler.resample(None))
+                resampler = _mono_float_resampler(sample_rate)
+                resampler_input = shape
+            yield from converted(resampler.resample(frame))
+        if resampler is not None:
+            yield from converted(resampler.resample(None))
+    except _SERVER_SIDE_FAILURES:
+        raise
+    except av.error.FFmpegError as error:
+        # The decoder produced frames FFmpeg's own filters refuse (an unsupported channel layout, say).
+        raise AudioDecodeError(
+            f"The audio in the uploaded file could not be converted to mono {sample_rate} Hz: {error}"
+        ) from error
+
+    if not produced_any:
+        raise AudioDecodeError(
+            "The uploaded file has an audio track, but none of it could be decoded; the file may be "
+            "truncated or corrupt."
+        )
+
+
+class _GrowableSampleBuffer:
+    """One float32 array filled in place, doubled when a file turns out longer than it declared."""
+
+    def __init__(self, capacity: int) -> None:
+        self._samples = np.empty(max(capacity, 1), dtype=np.float32)
+        self._length = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        needed = self._length + len(samples)
+        if needed > len(self._samples):
+            grown = np.empty(max(needed, 2 * len(self._samples)), dtype=np.float32)
+            grown[: self._length] = self._samples[: self._length]
+            self._samples = grown
+        self._samples[self._length : needed] = samples
+        self._length = needed
+
+    def result(self) -> np.ndarray:
+        # A slice view would pin the whole allocation; copy only when the slack is worth freeing.
+        if len(self._samples) - self._length > max(self._length // 8, 16_000):
+            return self._samples[: self._length].copy()
+        return self._samples[: self._length]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoding
+
+SpeechResponseFormat: TypeAlias = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+SPEECH_RESPONSE_FORMATS: Final[tuple[SpeechResponseFormat, ...]] = get_args(SpeechResponseFormat)
+
+_CONTENT_TYPES: Final[dict[str, str]] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+def content_type_for(response_format: str) -> str:
+    """The HTTP Content-Type of a speech response in ``response_format``."""
+    try:
+        return _CONTENT_TYPES[response_format]
+    except KeyError:
+        raise _unsupported_format(response_format) from None
+
+
+def _unsupported_format(response_format: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Unsupported response_format '{response_format}'; choose one of {', '.join(SPEECH_RESPONSE_FORMATS)}.",
+        param="response_format",
+    )
+
+
+@dataclass(frozen=True)
+class _CodecSetup:
+    """How one compressed response format is produced with FFmpeg."""
+
+    muxer: str
+    codec: str
+    bit_rate: int | None
+    muxer_options: dict[str, str] = field(default_factory=dict)
+
+
+# Bit rates suit mono speech. flush_packets makes the muxer hand every packet to our sink at once
+# instead of filling a 32 KiB I/O buffer first, which is what makes the formats stream.
+_CODEC_SETUPS: Final[dict[str, _CodecSetup]] = {
+    # No ID3 tag: the stream is bare MPEG frames, so chunks can be concatenated and played as they come.
+    "mp3": _CodecSetup("mp3", "libmp3lame", 64_000, {"id3v2_version": "0", "flush_packets": "1"}),
+    # Ogg pages normally close once a second; 100 ms pages let the first audio out sooner, at a few
+    # hundred bytes per second of page headers.
+    "opus": _CodecSetup("ogg", "libopus", 32_000, {"page_duration": "100000", "flush_packets": "1"}),
+    "aac": _CodecSetup("adts", "aac", 64_000, {"flush_packets": "1"}),
+    "flac": _CodecSetup("flac", "flac", None, {"flush_packets": "1"}),
+}
+
+# Formats that stream unless told otherwise. wav and flac carry the total length in their header,
+# so by default they are written whole, with an exact header, at finish().
+_STREAMABLE_BY_DEFAULT: Final = frozenset({"mp3", "opus", "aac", "pcm"})
+
+# The RIFF and data sizes of a wav streamed before its length is known.
+_WAV_UNKNOWN_SIZE: Final = 0xFFFFFFFF
+
+
+def supported_output_sample_rate(response_format: str, requested: int) -> int:
+    """The rate :class:`AudioEncoder` will actually produce for ``requested`` in ``response_format``.
+
+    Codecs with a fixed set of rates get the nearest valid rate at or above ``requested`` (so no
+    bandwidth is lost), or their highest rate when ``requested`` exceeds them all: opus takes 8, 12,
+    16, 24 or 48 kHz, so 22050 becomes 24000; mp3 takes the MPEG rates 8000 to 48000; aac 7350 to
+    96000. flac, wav and pcm take any positive rate.
+    """
+    if response_format not in _CONTENT_TYPES:
+        raise _unsupported_format(response_format)
+    if requested <= 0:
+        raise ValueError(f"sample rate must be positive, got {requested}")
+    setup = _CODEC_SETUPS.get(response_format)
+    if setup is None:
+        return requested
+    valid_rates = av.Codec(setup.codec, "w").audio_rates
+    if not valid_rates:
+        return requested
+    at_or_above = [rate for rate in valid_rates if rate >= requested]
+    return min(at_or_above) if at_or_above else max(valid_rates)
+
+
+class AudioEncoder:
+    """Encode successive chunks of mono speech into one response in an OpenAI response format.
+
+    ``encode(samples)`` takes int16 or float32 (in [-1, 1]) mono samples at ``input_sample_rate``
+    and returns the encoded bytes ready so far; ``finish()`` flushes the codec and returns the rest.
+    The concatenation of everything returned is the complete file. Samples are resampled to
+    ``output_sample_rate`` (default: the input rate), adjusted to the nearest rate the codec accepts
+    (see :func:`supported_output_sample_rate`); the rate actually produced is
+    :attr:`output_sample_rate`.
+
+    Formats:
+
+    - ``mp3`` (MPEG audio frames, no ID3 tag), ``opus`` (Opus in Ogg), ``aac`` (ADTS) and ``pcm``
+      (raw signed 16-bit little-endian mono, no header) always stream: bytes come out from the first
+      chunk on, a little behind because of codec frame sizes and Ogg pages.
+    - ``wav`` (16-bit PCM): by default (``streamable=False``) the whole file is returned by
+      ``finish()`` with exact RIFF and data sizes. With ``streamable=True`` the 44-byte header comes
+      out first, before the length is known, with both sizes set to 0xFFFFFFFF, the convention for
+      "unknown length, read to the end" that FFmpeg itself writes when it cannot seek back.
+      FFmpeg/PyAV and Python's ``wave`` module read such a file to its real end; a reader that
+      trusts the sizes would instead report about 4 GiB, which is why it is not the default. Sizes
+      of 0 were rejected: strict readers take them literally and see an empty file.
+    - ``flac``: by default the whole file is returned by ``finish()`` with a complete STREAMINFO
+      block (total samples and MD5). With ``streamable=True`` frames stream as they are encoded and
+      STREAMINFO says 0 total samples and a zero MD5, which the FLAC specification defines as
+      "unknown"; decoders then read to the end and get the exact duration.
+
+    Encoding is blocking CPU work: run it in a worker thread. An instance is not thread-safe; use it
+    from one thread at a time. Use it as a context manager, or call :meth:`close`, to release the
+    codec when a response is abandoned before :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        response_format: str,
+        input_sample_rate: int,
+        output_sample_rate: int | None = None,
+        *,
+        streamable: bool | None = None,
+    ) -> None:
+        if input_sample_rate <= 0:
+            raise ValueError(f"input_sample_rate must be positive, got {input_sample_rate}")
+        self.response_format = response_format
+        self.content_type = content_type_for(response_format)
+        self.input_sample_rate = input_sample_rate
+        self.output_sample_rate = supported_output_sample_rate(response_format, output_sample_rate or input_sample_rate)
+        self.streamable = response_format in _STREAMABLE_BY_DEFAULT if streamable is None else streamable
+        if response_format in ("mp3", "opus", "aac", "pcm") and not self.streamable:
+            # Nothing in these formats depends on the total length; buffering them would only add latency.
+            logger.debug("%s always streams; streamable=False is ignored", response_format)
+            self.streamable = True
+        self._samples_in = 0
+        self._finished = False
+        self._backend: _PcmBackend | _ContainerBackend
+        if response_format in ("pcm", "wav"):
+            self._backend = _PcmBackend(self.output_sample_rate)
+        else:
+            self._backend = _ContainerBackend(_CODEC_SETUPS[response_format], self.output_sample_rate, self.streamable)
+        self._wav_header_sent = False
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """Feed the next chunk of mono samples; return the encoded bytes that are ready now."""
+        if self._finished:
+            raise RuntimeError("AudioEncoder.encode() called after finish() or close()")
+        frame = self._to_frame(samples)
+        if frame is None:
+            return b""
+        encoded = self._backend.encode(frame)
+        return self._wrap(encoded, final=False)
+
+    def finish(self) -> bytes:
+        """Flush the codec and return the last bytes (for non-streamed wav and flac: the whole file)."""
+        if self._finished:
+            raise RuntimeError("AudioEncoder.finish() called twice or after close()")
+        self._finished = True
+        encoded = self._backend.finish()
+        return self._wrap(encoded, final=True)
+
+    def close(self) -> None:
+        """Release the codec without producing the rest of the output. Safe to call more than once."""
+        self._finished = True
+        self._backend.close()
+
+    def __enter__(self) -> AudioEncoder:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
+
+    def _to_frame(self, samples: np.ndarray) -> AudioFrame | None:
+        samples = np.asarray(samples)
+        if samples.ndim == 2 and 1 in samples.shape:
+            samples = samples.reshape(-1)
+        if samples.ndim != 1:
+            raise ValueError(f"expected mono samples (a 1-D array), got shape {samples.shape}")
+        if samples.dtype == np.int16:
+            sample_format = "s16"
+        elif np.issubdtype(samples.dtype, np.floating):
+            sample_format = "flt"
+            samples = samples.astype(np.float32, copy=False)
+        else:
+            raise TypeError(f"expected int16 or float32 samples, got {samples.dtype}")
+        if len(samples) == 0:
+            return None
+        frame = AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples).reshape(1, -1), format=sample_format, layout="mono"
+        )
+        frame.sample_rate = self.input_sample_rate
+        frame.time_base = Fraction(1, self.input_sample_rate)
+        frame.pts = self._samples_in
+        self._samples_in += len(samples)
+        return frame
+
+    def _wrap(self, encoded: bytes, *, final: bool) -> bytes:
+        """Add the wav header around PCM bytes: once up front when streaming, or around the whole at the end."""
+        if self.response_format != "wav":
+            return encoded
+        if self.streamable:
+            if self._wav_header_sent:
+                return encoded
+            self._wav_header_sent = True
+            return _wav_header(self.output_sample_rate, None) + encoded
+        if not final:
+            return b""
+        return _wav_header(self.output_sample_rate, len(encoded)) + encoded
+
+
+def _wav_header(sample_rate: int, data_size: int | None) -> bytes:
+    """The 44-byte RIFF header of 16-bit mono PCM; sizes are 0xFFFFFFFF when ``data_size`` is unknown."""
+    channels, bytes_per_sample = 1, 2
+    if data_size is None:
+        riff_size = data_size = _WAV_UNKNOWN_SIZE
+    else:
+        riff_size = 36 + data_size
+        if riff_size > _WAV_UNKNOWN_SIZE - 1:
+            raise ValueError("wav cannot hold more than 4 GiB of audio")
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        riff_size,
+        b"WAVE",
+        b"fmt ",
+        16,  # size of the PCM fmt chunk
+        1,  # WAVE_FORMAT_PCM
+        channels,
+        sample_rate,
+        sample_rate * channels * bytes_per_sample,  # byte rate
+        channels * bytes_per_sample,  # block align
+        8 * bytes_per_sample,
+        b"data",
+        data_size,
+    )
+
+
+class _PcmBackend:
+    """16-bit little-endian PCM bytes (the body of pcm and wav), resampled by PyAV when needed."""
+
+    def __init__(self, output_sample_rate: int) -> None:
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=output_sample_rate)
+        # Non-streamed wav collects its body here until the header, which needs the length, can be written.
+        self._pending: list[bytes] = []
+
+    def encode(self, frame: AudioFrame) -> bytes:
+        return self._to_bytes(self._resampler.resample(frame))
+
+    def finish(self) -> bytes:
+        return self._to_bytes(self._resampler.resample(None))
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _to_bytes(frames: list[AudioFrame | None]) -> bytes:
+        # The resampler hands back the input frame itself (and [None] on flush) when there is nothing
+        # to convert: int16 input already at the output rate.
+        return b"".join(
+            frame.to_ndarray()[0].astype("<i2", copy=False).tobytes() for frame in frames if frame is not None
+        )
+
+
+class _ByteSink:
+    """A write-only, non-seekable file for FFmpeg's muxer; collects what it writes until drained.
+
+    Being non-seekable is deliberate: it tells the muxers not to go back and patch headers (mp3's
+    Xing frame, flac's STREAMINFO), so every byte written is final and can go to the client at once.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+class _ContainerBackend:
+    """A PyAV output container (mp3, ogg/opus, adts/aac, flac) writing into memory.
+
+    Input frames go to the codec context at the input rate; PyAV's encoder resamples them through its
+    AudioResampler to the codec's sample format, rate and frame size.
+    """
+
+    def __init__(self, setup: _CodecSetup, output_sample_rate: int, streamable: bool) -> None:
+        # A seekable BytesIO lets the muxer rewrite the header at the end (flac's total samples and MD5).
+        self._sink: _ByteSink | io.BytesIO = _ByteSink() if streamable else io.BytesIO()
+        self._container: OutputContainer = av.open(
+            self._sink, mode="w", format=setup.muxer, container_options=setup.muxer_options
+        )
+        try:
+            self._stream: AudioStream = self._container.add_stream(setup.codec, rate=output_sample_rate, layout="mono")
+            if setup.bit_rate is not None:
+                self._stream.codec_context.bit_rate = setup.bit_rate
+        except BaseException:
+            self._container.close()
+            raise
+        self._closed = False
+
+    def encode(self, frame: AudioFrame) -> bytes:
+        self._container.mux(self._stream.encode(frame))
+        return self._drain()
+
+    def finish(self) -> bytes:
+        self._container.mux(self._stream.encode(None))
+        self._closed = True
+        self._container.close()  # writes the trailer
+        if isinstance(self._sink, io.BytesIO):
+            return self._sink.getvalue()
+        return self._drain()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+    def _drain(self) -> bytes:
+        return self._sink.drain() if isinstance(self._sink, _ByteSink) else b""

@@ -1,0 +1,76 @@
+"""The application factory: `uvicorn --factory speaches.main:create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from speaches import __version__
+from speaches.config import Settings
+from speaches.errors import ApiError, install_error_handlers
+from speaches.inference import InferencePool
+from speaches.live.router import router as live_router
+from speaches.management.router import router as management_router
+from speaches.middleware import BodySizeLimitMiddleware
+from speaches.models.manager import ModelManager
+from speaches.models.sources import model_kind_of
+from speaches.speech.piper import piper_voice_kind
+from speaches.speech.router import router as speech_router
+from speaches.state import AppState
+from speaches.transcription.router import router as transcription_router
+from speaches.transcription.whisper import whisper_model_kind
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        models = ModelManager()
+        models.register(whisper_model_kind(settings))
+        models.register(piper_voice_kind(settings))
+        pool = InferencePool(settings.inference_concurrency, settings.max_queued_requests)
+        state = AppState(settings=settings, models=models, pool=pool)
+        app.state.speaches = state
+        preload = asyncio.create_task(_preload(state), name="preload models")
+        try:
+            yield
+        finally:
+            preload.cancel()
+            await models.close()
+            pool.shutdown()
+
+    app = FastAPI(
+        title="speaches",
+        version=__version__,
+        description="A self-hosted, OpenAI-API-compatible speech server.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.include_router(transcription_router)
+    app.include_router(speech_router)
+    app.include_router(live_router)
+    app.include_router(management_router)
+    return app
+
+
+async def _preload(state: AppState) -> None:
+    for model_id in state.settings.preload_models:
+        kind = model_kind_of(model_id, state.settings)
+        try:
+            await state.models.load(kind, model_id)
+        except ApiError as error:
+            logger.error("preloading %s failed: %s", model_id, error.message)
+            state.preload_errors.append(f"{model_id}: {error.message}")
+        except Exception as error:
+            logger.exception("preloading %s failed", model_id)
+            state.preload_errors.append(f"{model_id}: {error}")
+    state.ready.set()

@@ -1,0 +1,1 @@
+"""Model management: /v1/models, /api/ps, health."""

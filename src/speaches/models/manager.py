@@ -1,0 +1,334 @@
+"""One model manager for every kind of model: lazy loading, single-flight, reference counts, TTL unload.
+
+A model is identified by its kind (``"stt"``, ``"tts"``) and its id. The first request for a model
+loads it off the event loop; concurrent first requests share that one load. Every user holds a
+:class:`Lease` while it uses the model (a streamed response holds its lease until the stream
+ends), and a model with leases outstanding is never unloaded. When the last lease is released the
+kind's TTL starts: -1 keeps the model forever, 0 unloads it at once, N unloads it after N idle
+seconds. Unloading drops every reference, collects garbage and returns freed heap to the OS.
+
+All bookkeeping happens on the event loop thread, so it needs no locks; only the kind's `load` and
+`unload` callables run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import enum
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from speaches.errors import ApiError, ConflictError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT")
+
+
+@dataclass(frozen=True)
+class ModelKind(Generic[ModelT]):
+    """How to load and unload one kind of model."""
+
+    name: str
+    """Short kind name shown by /api/ps: ``stt`` or ``tts``."""
+    load: Callable[[str], LoadedModel[ModelT]]
+    """Blocking: resolve the id to files and load them. Raises ApiError for unknown/corrupt models."""
+    ttl: Callable[[], int]
+    """Seconds idle before unload (-1 never, 0 right away); read on every release so tests can vary it."""
+    unload: Callable[[ModelT], None] | None = None
+    """Blocking: free what the garbage collector cannot (e.g. explicit GPU/CT2 unload)."""
+
+
+@dataclass
+class LoadedModel(Generic[ModelT]):
+    """What a kind's `load` returns: the model object and where it lives."""
+
+    model: ModelT
+    device: str
+
+
+class State(enum.StrEnum):
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADING = "unloading"
+
+
+@dataclass(eq=False)
+class _Entry:
+    kind: ModelKind[Any]
+    model_id: str
+    state: State
+    transition: asyncio.Task[None]
+    """The load or unload in progress (or the one that last completed)."""
+    refs: int = 0
+    """Leases held plus requests waiting for this model to load."""
+    loaded: LoadedModel[Any] | None = None
+    last_used: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind.name, self.model_id)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A loaded (or loading) model as /api/ps shows it."""
+
+    model_id: str
+    kind: str
+    state: str
+    device: str | None
+    ref_count: int
+    last_used: float
+    expires_at: float | None
+
+
+class Lease(Generic[ModelT]):
+    """The right to use a loaded model until `release()`; releasing twice is harmless."""
+
+    def __init__(self, manager: ModelManager, entry: _Entry) -> None:
+        self._manager = manager
+        self._entry: _Entry | None = entry
+        assert entry.loaded is not None
+        self.model: ModelT = entry.loaded.model
+        self.model_id = entry.model_id
+        self.device = entry.loaded.device
+
+    def release(self) -> None:
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._manager._release(entry)
+
+    def __del__(self) -> None:
+        # A lease dropped without release (a bug) must not pin the model forever; but __del__ may
+        # run on any thread, so only warn and hand the release to the loop.
+        if self._entry is not None:
+            logger.warning("lease on %s was garbage-collected without release", self.model_id)
+            entry, self._entry = self._entry, None
+            with contextlib.suppress(RuntimeError):
+                self._manager._loop.call_soon_threadsafe(self._manager._release, entry)
+
+
+class ModelManager:
+    """Loads, shares and unloads models of every registered kind. Use from the event loop only."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, ModelKind[Any]] = {}
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    def register(self, kind: ModelKind[Any]) -> None:
+        self._kinds[kind.name] = kind
+
+    def kind(self, name: str) -> ModelKind[Any]:
+        return self._kinds[name]
+
+    # --- using models ---
+
+    async def acquire(self, kind_name: str, model_id: str) -> Lease[Any]:
+        """Lease the model, loading it first if needed. Raises the loader's ApiError on failure."""
+        kind = self._kinds[kind_name]
+        key = (kind_name, model_id)
+        while True:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._start_load(kind, model_id)
+            if entry.state is State.UNLOADING:
+                # Let the unload finish, then load afresh.
+                await asyncio.shield(entry.transition)
+                continue
+            entry.refs += 1
+            self._cancel_expiry(entry)
+            try:
+                if entry.state is State.LOADING:
+                    await asyncio.shield(entry.transition)
+            except BaseException:
+                entry.refs -= 1
+                if entry.state is State.LOADED:
+                    self._schedule_expiry(entry)
+                raise
+            if entry.state is not State.LOADED:  # pragma: no cover - a load leaves LOADED or raises
+                entry.refs -= 1
+                continue
+            entry.last_used = time.time()
+            return Lease(self, entry)
+
+    @contextlib.asynccontextmanager
+    async def use(self, kind_name: str, model_id: str) -> AsyncIterator[Lease[Any]]:
+        lease = await self.acquire(kind_name, model_id)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    # --- explicit control (management API, preload) ---
+
+    async def load(self, kind_name: str, model_id: str) -> bool:
+        """Load without holding it; returns False if it was already loaded. TTL applies afterwards."""
+        already = self._entries.get((kind_name, model_id))
+        was_loaded = already is not None and already.state is State.LOADED
+        lease = await self.acquire(kind_name, model_id)
+        lease.release()
+        return not was_loaded
+
+    async def unload(self, kind_name: str, model_id: str) -> None:
+        """Unload now. 404 if not loaded, 409 if in use or still loading."""
+        entry = self._entries.get((kind_name, model_id))
+        if entry is None or entry.state is State.UNLOADING:
+            raise NotFoundError(f"The model '{model_id}' is not loaded.", param="model_id", code="model_not_loaded")
+        if entry.state is State.LOADING:
+            raise ConflictError(f"The model '{model_id}' is still loading; try again when it is loaded.")
+        if entry.refs > 0:
+            raise ConflictError(
+                f"The model '{model_id}' is in use by {entry.refs} request(s); it stays loaded. "
+                "Try again when they finish.",
+                code="model_in_use",
+            )
+        await asyncio.shield(self._start_unload(entry))
+
+    def status(self) -> list[ModelStatus]:
+        return [
+            ModelStatus(
+                model_id=entry.model_id,
+                kind=entry.kind.name,
+                state=entry.state.value,
+                device=entry.loaded.device if entry.loaded else None,
+                ref_count=entry.refs,
+                last_used=entry.last_used,
+                expires_at=entry.expires_at,
+            )
+            for entry in self._entries.values()
+        ]
+
+    def is_loaded(self, kind_name: str, model_id: str) -> bool:
+        entry = self._entries.get((kind_name, model_id))
+        return entry is not None and entry.state is State.LOADED
+
+    async def close(self) -> None:
+        """Unload everything (server shutdown). Leases still out simply stop being tracked."""
+        self._closed = True
+        for entry in list(self._entries.values()):
+            self._cancel_expiry(entry)
+            if entry.state is State.LOADING:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(entry.transition)
+        for entry in list(self._entries.values()):
+            if entry.state is State.LOADED:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._start_unload(entry))
+
+    # --- internals ---
+
+    def _start_load(self, kind: ModelKind[Any], model_id: str) -> _Entry:
+        entry = _Entry(kind=kind, model_id=model_id, state=State.LOADING, transition=None)  # type: ignore[arg-type]
+        entry.transition = asyncio.create_task(self._load(entry), name=f"load {kind.name}:{model_id}")
+        # Waiters see the failure through shield(); this keeps asyncio quiet when none is left.
+        entry.transition.add_done_callback(_retrieve_exception)
+        self._entries[entry.key] = entry
+        return entry
+
+    async def _load(self, entry: _Entry) -> None:
+        started = time.perf_counter()
+        try:
+            entry.loaded = await asyncio.to_thread(entry.kind.load, entry.model_id)
+        except BaseException as error:
+            # Forget the failed attempt so the next request tries again.
+            if self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+            if not isinstance(error, ApiError):
+                logger.exception("loading %s model %s failed", entry.kind.name, entry.model_id)
+            raise
+        entry.state = State.LOADED
+        entry.last_used = time.time()
+        logger.info(
+            "loaded %s model %s on %s in %.2f s",
+            entry.kind.name,
+            entry.model_id,
+            entry.loaded.device,
+            time.perf_counter() - started,
+        )
+        if entry.refs == 0:
+            self._schedule_expiry(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        entry.refs -= 1
+        entry.last_used = time.time()
+        if entry.refs == 0 and entry.state is State.LOADED:
+            self._schedule_expiry(entry)
+
+    def _schedule_expiry(self, entry: _Entry) -> None:
+        self._cancel_expiry(entry)
+        if self._closed:
+            return
+        ttl = entry.kind.ttl()
+        if ttl < 0:
+            return
+        entry.expires_at = time.time() + ttl
+        entry.expiry = self._loop.call_later(ttl, self._expire, entry)
+
+    def _cancel_expiry(self, entry: _Entry) -> None:
+        if entry.expiry is not None:
+            entry.expiry.cancel()
+            entry.expiry = None
+        entry.expires_at = None
+
+    def _expire(self, entry: _Entry) -> None:
+        entry.expiry = None
+        if entry.refs == 0 and entry.state is State.LOADED and self._entries.get(entry.key) is entry:
+            self._start_unload(entry)
+
+    def _start_unload(self, entry: _Entry) -> asyncio.Task[None]:
+        self._cancel_expiry(entry)
+        entry.state = State.UNLOADING
+        entry.transition = asyncio.create_task(self._unload(entry), name=f"unload {entry.kind.name}:{entry.model_id}")
+        return entry.transition
+
+    async def _unload(self, entry: _Entry) -> None:
+        loaded, entry.loaded = entry.loaded, None
+        try:
+            if loaded is not None:
+                await asyncio.to_thread(_free_model, entry.kind, loaded)
+        finally:
+            del loaded
+            if self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+            await asyncio.to_thread(release_freed_memory)
+            logger.info("unloaded %s model %s", entry.kind.name, entry.model_id)
+
+
+def _retrieve_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _free_model(kind: ModelKind[Any], loaded: LoadedModel[Any]) -> None:
+    if kind.unload is not None:
+        try:
+            kind.unload(loaded.model)
+        except Exception:
+            logger.exception("unloading %s model failed; dropping references anyway", kind.name)
+    loaded.model = None
+
+
+_libc: Any = None
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS, so RSS drops after an unload."""
+    global _libc
+    gc.collect()
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name) if name else False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
