@@ -182,7 +182,10 @@ def _open_audio(source: AudioSource) -> Iterator[tuple[InputContainer, AudioStre
     except av.error.FFmpegError as error:
         # InvalidDataError (no demuxer recognises it), EOFError (cut inside the header) and kin.
         logger.debug("av.open failed: %s", error)
-        raise AudioDecodeError(f"The uploaded file could not be decoded as audio; {_FORMATS_HINT}.") from error
+        raise AudioDecodeError(
+            "The uploaded file could not be decoded as audio: it is not in a format this server reads, "
+            f"or it is truncated or corrupt; {_FORMATS_HINT}."
+        ) from error
 
     with container:
         stream = container.streams.best("audio")
@@ -285,12 +288,12 @@ def _iter_mono_samples(container: InputContainer, stream: AudioStream, sample_ra
     resampler_input: _FrameShape | None = None
     produced_any = False
 
-    def converted(frames: list[AudioFrame | None]) -> Iterator[np.ndarray]:
+    def converted(frames: list[AudioFrame]) -> Iterator[np.ndarray]:
         nonlocal produced_any
         for frame in frames:
-            # PyAV's resampler passes a frame through untouched (and answers a flush with [None])
-            # when the input already has the target format, layout and rate.
-            if frame is None or frame.samples == 0:
+            # When the input already has the target format, layout and rate, PyAV's resampler hands
+            # back the decoded frame itself, so the clipping below may write into it; nothing else reads it.
+            if frame.samples == 0:
                 continue
             samples = frame.to_ndarray()[0]
             # Float sources (float wav, some decoders) can overshoot full scale; callers get [-1, 1].
@@ -403,12 +406,13 @@ _CODEC_SETUPS: Final[dict[str, _CodecSetup]] = {
     # hundred bytes per second of page headers.
     "opus": _CodecSetup("ogg", "libopus", 32_000, {"page_duration": "100000", "flush_packets": "1"}),
     "aac": _CodecSetup("adts", "aac", 64_000, {"flush_packets": "1"}),
-    "flac": _CodecSetup("flac", "flac", None, {"flush_packets": "1"}),
+    # No 8 KiB padding block (room for later tag edits): nobody edits a speech response in place.
+    "flac": _CodecSetup("flac", "flac", None, {"metadata_header_padding": "0", "flush_packets": "1"}),
 }
 
-# Formats that stream unless told otherwise. wav and flac carry the total length in their header,
-# so by default they are written whole, with an exact header, at finish().
-_STREAMABLE_BY_DEFAULT: Final = frozenset({"mp3", "opus", "aac", "pcm"})
+# Nothing in these formats depends on the total length, so they always stream. wav and flac carry
+# the total in their header: they stream only when asked, and are otherwise written whole at finish().
+_ALWAYS_STREAMED: Final = frozenset({"mp3", "opus", "aac", "pcm"})
 
 # The RIFF and data sizes of a wav streamed before its length is known.
 _WAV_UNKNOWN_SIZE: Final = 0xFFFFFFFF
@@ -449,8 +453,9 @@ class AudioEncoder:
     Formats:
 
     - ``mp3`` (MPEG audio frames, no ID3 tag), ``opus`` (Opus in Ogg), ``aac`` (ADTS) and ``pcm``
-      (raw signed 16-bit little-endian mono, no header) always stream: bytes come out from the first
-      chunk on, a little behind because of codec frame sizes and Ogg pages.
+      (raw signed 16-bit little-endian mono, no header) always stream, whatever ``streamable`` says:
+      bytes come out from the first chunk on, a little behind because of codec frame sizes and Ogg
+      pages.
     - ``wav`` (16-bit PCM): by default (``streamable=False``) the whole file is returned by
       ``finish()`` with exact RIFF and data sizes. With ``streamable=True`` the 44-byte header comes
       out first, before the length is known, with both sizes set to 0xFFFFFFFF, the convention for
@@ -474,7 +479,7 @@ class AudioEncoder:
         input_sample_rate: int,
         output_sample_rate: int | None = None,
         *,
-        streamable: bool | None = None,
+        streamable: bool = False,
     ) -> None:
         if input_sample_rate <= 0:
             raise ValueError(f"input_sample_rate must be positive, got {input_sample_rate}")
@@ -482,11 +487,7 @@ class AudioEncoder:
         self.content_type = content_type_for(response_format)
         self.input_sample_rate = input_sample_rate
         self.output_sample_rate = supported_output_sample_rate(response_format, output_sample_rate or input_sample_rate)
-        self.streamable = response_format in _STREAMABLE_BY_DEFAULT if streamable is None else streamable
-        if response_format in ("mp3", "opus", "aac", "pcm") and not self.streamable:
-            # Nothing in these formats depends on the total length; buffering them would only add latency.
-            logger.debug("%s always streams; streamable=False is ignored", response_format)
-            self.streamable = True
+        self.streamable = streamable or response_format in _ALWAYS_STREAMED
         self._samples_in = 0
         self._finished = False
         self._backend: _PcmBackend | _ContainerBackend
@@ -495,6 +496,8 @@ class AudioEncoder:
         else:
             self._backend = _ContainerBackend(_CODEC_SETUPS[response_format], self.output_sample_rate, self.streamable)
         self._wav_header_sent = False
+        # A non-streamed wav keeps its body here until finish(), when its length, and so its header, is known.
+        self._wav_body: list[bytes] = []
 
     def encode(self, samples: np.ndarray) -> bytes:
         """Feed the next chunk of mono samples; return the encoded bytes that are ready now."""
@@ -550,7 +553,7 @@ class AudioEncoder:
         return frame
 
     def _wrap(self, encoded: bytes, *, final: bool) -> bytes:
-        """Add the wav header around PCM bytes: once up front when streaming, or around the whole at the end."""
+        """Put the wav header on PCM bytes: up front when streaming, else around the whole body at the end."""
         if self.response_format != "wav":
             return encoded
         if self.streamable:
@@ -558,9 +561,12 @@ class AudioEncoder:
                 return encoded
             self._wav_header_sent = True
             return _wav_header(self.output_sample_rate, None) + encoded
+        self._wav_body.append(encoded)
         if not final:
             return b""
-        return _wav_header(self.output_sample_rate, len(encoded)) + encoded
+        body = b"".join(self._wav_body)
+        self._wav_body.clear()
+        return _wav_header(self.output_sample_rate, len(body)) + body
 
 
 def _wav_header(sample_rate: int, data_size: int | None) -> bytes:
@@ -595,8 +601,6 @@ class _PcmBackend:
 
     def __init__(self, output_sample_rate: int) -> None:
         self._resampler = AudioResampler(format="s16", layout="mono", rate=output_sample_rate)
-        # Non-streamed wav collects its body here until the header, which needs the length, can be written.
-        self._pending: list[bytes] = []
 
     def encode(self, frame: AudioFrame) -> bytes:
         return self._to_bytes(self._resampler.resample(frame))
@@ -608,12 +612,9 @@ class _PcmBackend:
         pass
 
     @staticmethod
-    def _to_bytes(frames: list[AudioFrame | None]) -> bytes:
-        # The resampler hands back the input frame itself (and [None] on flush) when there is nothing
-        # to convert: int16 input already at the output rate.
-        return b"".join(
-            frame.to_ndarray()[0].astype("<i2", copy=False).tobytes() for frame in frames if frame is not None
-        )
+    def _to_bytes(frames: list[AudioFrame]) -> bytes:
+        # int16 input already at the output rate passes through the resampler untouched.
+        return b"".join(frame.to_ndarray()[0].astype("<i2", copy=False).tobytes() for frame in frames)
 
 
 class _ByteSink:
@@ -664,6 +665,8 @@ class _ContainerBackend:
 
     def finish(self) -> bytes:
         self._container.mux(self._stream.encode(None))
+        # Writes the header if no audio ever came, so even an empty response is a valid file.
+        self._container.start_encoding()
         self._closed = True
         self._container.close()  # writes the trailer
         if isinstance(self._sink, io.BytesIO):
