@@ -72,6 +72,14 @@ class WhisperConfig(BaseModel):
         ),
     )
     batch_size: int = Field(default=8, ge=1, le=64, description="Chunks per batch in batched mode.")
+    window_seconds: float = Field(
+        default=600.0,
+        ge=30.0,
+        description=(
+            "Audio is decoded and transcribed in windows of at most this many seconds, cut at the quietest "
+            "point of each window's last 10 s, so memory stays bounded however long the upload is."
+        ),
+    )
 
 
 class Settings(BaseSettings):
