@@ -49,7 +49,7 @@ def free_port() -> int:
 
 
 class Server:
-    """`uvicorn --factory speaches.main:create_app` in a subprocess on a free loopback port."""
+    """`python -m speaches serve` in a subprocess on a free loopback port."""
 
     def __init__(self, env: dict[str, str] | None = None, *, log_dir: Path | None = None) -> None:
         self.port = free_port()
@@ -61,19 +61,8 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "speaches.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
+            # `speaches serve`, as deployed: same graceful shutdown (SHUTDOWN_GRACE_SECONDS, exit 0 on SIGTERM).
+            [sys.executable, "-m", "speaches", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,9 +15,11 @@ from speaches.errors import ApiError, install_error_handlers
 from speaches.inference import InferencePool
 from speaches.live.router import router as live_router
 from speaches.management.router import router as management_router
-from speaches.middleware import BodySizeLimitMiddleware
+from speaches.metrics import router as metrics_router
+from speaches.middleware import install_middleware
 from speaches.models.manager import ModelManager
 from speaches.models.sources import model_kind_of
+from speaches.request_id import install_request_id_logging
 from speaches.speech.piper import piper_voice_kind
 from speaches.speech.router import router as speech_router
 from speaches.state import AppState
@@ -29,7 +31,10 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_request_id_logging()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,11 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    install_middleware(app, settings)
     app.include_router(transcription_router)
     app.include_router(speech_router)
     app.include_router(live_router)
     app.include_router(management_router)
+    app.include_router(metrics_router)
     return app
 
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from speaches import metrics
+from speaches.auth import api_key_matches, bearer_token
+from speaches.config import Settings
 from speaches.errors import error_body
+from speaches.request_id import REQUEST_ID_HEADER, current_request_id, request_id_from
+
+logger = logging.getLogger(__name__)
 
 
 class BodySizeLimitMiddleware:
@@ -79,3 +92,170 @@ class BodySizeLimitMiddleware:
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+class ApiKeyMiddleware:
+    """With API_KEY set, refuse every request without `Authorization: Bearer <key>` with 401.
+
+    The check runs before the app sees the request, so a refused request reads no body, loads no
+    model and starts no job. WebSocket handshakes are refused the same way (an HTTP 401 instead of
+    the upgrade); they may present the key as `?api_key=` because browsers cannot set headers on a
+    WebSocket. Health probes and the API docs stay open.
+    """
+
+    OPEN_PATHS = frozenset({"/health", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or self.settings.api_key is None
+            or scope["path"] in self.OPEN_PATHS
+            or api_key_matches(self.settings, self._presented_key(scope))
+        ):
+            await self.app(scope, receive, send)
+            return
+        presented = self._presented_key(scope) is not None
+        message = (
+            "Incorrect API key provided."
+            if presented
+            else "You didn't provide an API key. Send it in the Authorization header: `Authorization: Bearer <key>`."
+        )
+        response = JSONResponse(
+            error_body(message, "authentication_error", None, "invalid_api_key"),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        if scope["type"] == "websocket":
+            await self._deny_websocket(scope, receive, send, response)
+        else:
+            await response(scope, receive, send)
+
+    @staticmethod
+    def _presented_key(scope: Scope) -> str | None:
+        token = bearer_token(Headers(scope=scope))
+        if token is None and scope["type"] == "websocket":
+            token = QueryParams(scope.get("query_string", b"")).get("api_key")
+        return token
+
+    @staticmethod
+    async def _deny_websocket(scope: Scope, receive: Receive, send: Send, response: JSONResponse) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await response(scope, receive, send)
+        else:
+            # A server without the denial-response extension: closing before accept answers 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})
+
+
+class RequestIdMiddleware:
+    """Give each request and WebSocket session an id: in every log line, and in `X-Request-Id`.
+
+    A sane incoming `X-Request-Id` (from a proxy or the client) is kept so logs can be joined across
+    services. An exception that escapes the app still gets its 500 here, carrying the id, so the
+    client can quote it; the outer error middleware then logs it (with the id).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        # Set, not reset afterwards: each request runs in its own task (its own context), and the
+        # outer error middleware logs an escaped exception after we return.
+        current_request_id.set(request_id)
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] in ("http.response.start", "websocket.http.response.start", "websocket.accept"):
+                response_started = True
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if scope["type"] == "http" and not response_started:
+                await _internal_error_response(scope, receive, send_with_id)
+            raise
+
+
+class MetricsMiddleware:
+    """Count requests by method, route template and status, and time them (to the end of the body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = "WEBSOCKET" if scope["type"] == "websocket" else scope["method"]
+        started = time.perf_counter()
+        status = 500
+        in_progress = metrics.HTTP_REQUESTS_IN_PROGRESS.labels(metrics.method_label(method))
+        in_progress.inc()
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                status = message["status"]
+            elif message["type"] == "websocket.accept":
+                status = 101
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            in_progress.dec()
+            elapsed = time.perf_counter() - started
+            metrics.record_http_request(method, _route_template(scope), status, elapsed)
+            # raw_path is percent-encoded, so a client cannot forge log lines through the path.
+            path = scope.get("raw_path", b"").decode("ascii", "backslashreplace") or scope["path"]
+            logger.info("%s %s -> %d in %.3f s", method, path, status, elapsed)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template; for requests answered before routing (401, 413, CORS preflight), the
+    route they would have reached."""
+    route = scope.get("route")
+    if route is None and "app" in scope:
+        for candidate in getattr(scope["app"], "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                route = candidate
+                break
+    return getattr(route, "path", None) or metrics.UNMATCHED_ROUTE
+
+
+async def _internal_error_response(scope: Scope, receive: Receive, send: Send) -> None:
+    body = error_body("The server hit an internal error. It has been logged.", "server_error")
+    await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
+def install_middleware(app: Starlette, settings: Settings) -> None:
+    """Every request passes, outermost first: request id, metrics, CORS, API key, body size limit.
+
+    CORS sits outside the key check so a browser's preflight (which never carries credentials) is
+    answered, and so a 401 carries the CORS headers the browser needs to show it.
+    """
+    # add_middleware wraps what was added before: add innermost first.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, settings=settings)
+    if settings.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allow_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from speaches import metrics
 from speaches.errors import ApiError, ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ class ModelManager:
         try:
             entry.loaded = await asyncio.to_thread(entry.kind.load, entry.model_id)
         except BaseException as error:
+            metrics.record_model_load_failure(entry.kind.name)
             # Forget the failed attempt so the next request tries again.
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
@@ -250,6 +252,7 @@ class ModelManager:
             raise
         entry.state = State.LOADED
         entry.last_used = time.time()
+        metrics.record_model_load(entry.kind.name, time.perf_counter() - started)
         logger.info(
             "loaded %s model %s on %s in %.2f s",
             entry.kind.name,
@@ -303,6 +306,7 @@ class ModelManager:
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
             await asyncio.to_thread(release_freed_memory)
+            metrics.record_model_unload(entry.kind.name)
             logger.info("unloaded %s model %s", entry.kind.name, entry.model_id)
 
 

@@ -1,0 +1,112 @@
+"""Prometheus metrics, and `GET /metrics` that exposes them.
+
+Labels stay bounded: routes are labelled by their template (`/v1/models/{model_id}`), never the raw
+path; unknown methods collapse to OTHER; models are labelled by kind only. Capability code reports
+what it processed with one call: ``record_audio_seconds("transcription", duration)``.
+The default registry also carries the process collector (resident memory, CPU seconds, open fds).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from speaches.state import AppState
+
+AudioKind = Literal["transcription", "translation", "live", "speech"]
+
+UNMATCHED_ROUTE = "unmatched"
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WEBSOCKET"})
+
+HTTP_REQUESTS = Counter(
+    "speaches_http_requests",
+    "HTTP requests answered, by method, route template and status code (WebSocket sessions: method WEBSOCKET).",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "speaches_http_request_duration_seconds",
+    "Time from receiving a request to the end of its response body (whole session for WebSockets).",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+HTTP_REQUESTS_IN_PROGRESS = Gauge(
+    "speaches_http_requests_in_progress", "HTTP requests and WebSocket sessions being served now.", ["method"]
+)
+AUDIO_SECONDS = Counter(
+    "speaches_audio_seconds",
+    "Seconds of audio processed: transcription/translation/live input, speech output.",
+    ["kind"],
+)
+MODEL_LOADS = Counter("speaches_model_loads", "Models loaded, by kind.", ["kind"])
+MODEL_LOAD_FAILURES = Counter("speaches_model_load_failures", "Model loads that failed, by kind.", ["kind"])
+MODEL_LOAD_DURATION = Histogram(
+    "speaches_model_load_duration_seconds",
+    "Time to load a model, by kind.",
+    ["kind"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+MODEL_UNLOADS = Counter("speaches_model_unloads", "Models unloaded (TTL, API or shutdown), by kind.", ["kind"])
+MODELS_LOADED = Gauge("speaches_models_loaded", "Models loaded now, by kind.", ["kind"])
+INFERENCE_QUEUE_DEPTH = Gauge("speaches_inference_queue_depth", "Inference jobs waiting for a pool slot.")
+INFERENCE_RUNNING = Gauge(
+    "speaches_inference_running", "Inference pool slots in use (including work a departed client left running)."
+)
+INFERENCE_CONCURRENCY = Gauge("speaches_inference_concurrency", "Inference pool size (INFERENCE_CONCURRENCY).")
+
+
+def record_audio_seconds(kind: AudioKind, seconds: float) -> None:
+    """Count audio a request processed: input seconds for speech-to-text, output seconds for speech."""
+    if seconds > 0:
+        AUDIO_SECONDS.labels(kind).inc(seconds)
+
+
+def record_model_load(kind: str, seconds: float) -> None:
+    MODEL_LOADS.labels(kind).inc()
+    MODEL_LOAD_DURATION.labels(kind).observe(seconds)
+
+
+def record_model_load_failure(kind: str) -> None:
+    MODEL_LOAD_FAILURES.labels(kind).inc()
+
+
+def record_model_unload(kind: str) -> None:
+    MODEL_UNLOADS.labels(kind).inc()
+
+
+def record_http_request(method: str, route: str, status: int, seconds: float) -> None:
+    method = method_label(method)
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_REQUEST_DURATION.labels(method, route).observe(seconds)
+
+
+def method_label(method: str) -> str:
+    """The method as a label; any non-standard method a client invents becomes OTHER."""
+    method = method.upper()
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
+def _sample_state(state: AppState) -> None:
+    """Gauges that read the live objects, refreshed at scrape time."""
+    INFERENCE_QUEUE_DEPTH.set(state.pool.waiting)
+    INFERENCE_RUNNING.set(state.pool.running)
+    INFERENCE_CONCURRENCY.set(state.pool.concurrency)
+    loaded: dict[str, int] = {}
+    for model in state.models.status():
+        if model.state == "loaded":
+            loaded[model.kind] = loaded.get(model.kind, 0) + 1
+    for kind in ("stt", "tts", *loaded):
+        MODELS_LOADED.labels(kind).set(loaded.get(kind, 0))
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics in the text exposition format."""
+    _sample_state(request.app.state.speaches)
+    return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
