@@ -28,6 +28,8 @@ OPENAI_VOICE_NAMES = (
     "sage",
     "shimmer",
     "verse",
+    "marin",
+    "cedar",
 )
 
 
