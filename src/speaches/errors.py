@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,48 @@ class ModelLoadError(ApiError):
             error_type="server_error",
         )
         self.model_id = model_id
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, as documented in the OpenAPI schema."""
+
+    error: ErrorDetail
+
+
+_RESPONSE_DESCRIPTIONS = {
+    400: "The request is malformed or names an invalid value.",
+    401: "API_KEY is set and the request has no valid `Authorization: Bearer <key>`.",
+    404: "The named model, voice or resource does not exist.",
+    409: "The resource is in a state that forbids the operation.",
+    413: "The request body is larger than MAX_UPLOAD_BYTES.",
+    429: "The inference queue is full; retry after `Retry-After` seconds.",
+    500: "The server failed (e.g. a model's files could not be loaded).",
+    503: "The server is not ready.",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting these statuses with the error shape.
+
+    Every app route already documents 401, 413 and 500 (the middleware and error handlers can answer
+    them anywhere); a router adds what its routes can raise, e.g.
+    ``@router.post(..., responses=error_responses(400, 404, 429))``.
+    """
+    return {
+        status: {"model": ErrorResponse, "description": _RESPONSE_DESCRIPTIONS.get(status, HTTPStatus(status).phrase)}
+        for status in status_codes
+    }
+
+
+APP_ERROR_RESPONSES = error_responses(401, 413, 500)
+"""Statuses any route may answer: the API key and body-size middleware, and unexpected failures."""
 
 
 def error_body(

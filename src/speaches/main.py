@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from speaches import __version__
 from speaches.config import Settings
-from speaches.errors import ApiError, install_error_handlers
+from speaches.errors import APP_ERROR_RESPONSES, ApiError, install_error_handlers
 from speaches.inference import InferencePool
 from speaches.live.router import router as live_router
 from speaches.management.router import router as management_router
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="A self-hosted, OpenAI-API-compatible speech server.",
         lifespan=lifespan,
+        responses=APP_ERROR_RESPONSES,
     )
     install_error_handlers(app)
     install_middleware(app, settings)
