@@ -14,6 +14,7 @@ from speaches.config import Settings
 from speaches.errors import APP_ERROR_RESPONSES, ApiError, install_error_handlers
 from speaches.inference import InferencePool
 from speaches.live.router import router as live_router
+from speaches.management.models_router import router as models_router
 from speaches.management.router import router as management_router
 from speaches.metrics import router as metrics_router
 from speaches.middleware import install_middleware
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(speech_router)
     app.include_router(live_router)
     app.include_router(management_router)
+    app.include_router(models_router)
     app.include_router(metrics_router)
     return app
 

@@ -1,3 +1,163 @@
-from fastapi import APIRouter
+"""Speech to text: POST /v1/audio/transcriptions and /v1/audio/translations."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Form
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from speaches.errors import ApiError
+from speaches.models.manager import Lease
+from speaches.state import AppState, State
+from speaches.transcription import formats
+from speaches.transcription.protocol import (
+    TextDeltaEvent,
+    TextDoneEvent,
+    TimestampGranularity,
+    TranscriptionForm,
+    TranscriptionJson,
+    TranscriptionVerboseJson,
+    TranslationForm,
+    language_code,
+)
+from speaches.transcription.whisper import STT_KIND, DecodeOptions, Transcription, stt_model_id
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["transcription"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The transcript in the requested `response_format`, or server-sent events when `stream=true`.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [TranscriptionJson.model_json_schema(), TranscriptionVerboseJson.model_json_schema()]
+                }
+            },
+            "text/plain": {"schema": {"type": "string"}},
+            "text/vtt": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/v1/audio/transcriptions", response_model=None, responses=_RESPONSES)
+async def create_transcription(state: State, form: Annotated[TranscriptionForm, Form()]) -> Response:
+    """Transcribe audio in its own language (OpenAI's `audio.transcriptions.create`)."""
+    granularities = form.granularities()
+    options = DecodeOptions(
+        task="transcribe",
+        language=language_code(form.language or state.settings.default_language),
+        prompt=form.prompt,
+        temperature=form.temperature,
+        word_timestamps="word" in granularities,
+        hotwords=form.hotwords,
+        vad_filter=form.vad_filter,
+    )
+    return await _answer(state, form, options, granularities)
+
+
+@router.post("/v1/audio/translations", response_model=None, responses=_RESPONSES)
+async def create_translation(state: State, form: Annotated[TranslationForm, Form()]) -> Response:
+    """Translate speech in any language into English text (OpenAI's `audio.translations.create`)."""
+    options = DecodeOptions(
+        task="translate",
+        prompt=form.prompt,
+        temperature=form.temperature,
+        hotwords=form.hotwords,
+        vad_filter=form.vad_filter,
+    )
+    return await _answer(state, form, options, {"segment"})
+
+
+async def _answer(
+    state: AppState,
+    form: TranscriptionForm | TranslationForm,
+    options: DecodeOptions,
+    granularities: set[TimestampGranularity],
+) -> Response:
+    model_id = stt_model_id(form.model, state.settings)
+    lease = await state.models.acquire(STT_KIND, model_id)
+    transcription = Transcription(lease.model, form.file.file, options, state.settings.whisper)
+    # Decoding and inference run in the pool, one segment per step; closing stops them.
+    segments = state.pool.iterate(transcription.segments)
+    if form.stream:
+        return await _stream(segments, lease)
+    try:
+        async with contextlib.aclosing(segments):
+            collected = [segment async for segment in segments]
+    finally:
+        lease.release()
+    return _render(form, transcription, collected, granularities)
+
+
+def _render(
+    form: TranscriptionForm | TranslationForm,
+    transcription: Transcription,
+    segments: list[Segment],
+    granularities: set[TimestampGranularity],
+) -> Response:
+    match form.response_format:
+        case "text":
+            return PlainTextResponse(formats.to_text(segments))
+        case "srt":
+            return PlainTextResponse(formats.to_srt(segments))
+        case "vtt":
+            return Response(formats.to_vtt(segments), media_type="text/vtt; charset=utf-8")
+        case "verbose_json":
+            verbose = formats.to_verbose_json(
+                segments,
+                task=transcription.options.task,
+                language=transcription.language or "en",
+                duration=transcription.duration,
+                granularities=granularities,
+            )
+            return JSONResponse(verbose.model_dump(mode="json", exclude_none=True))
+        case _:
+            return JSONResponse(formats.to_json(segments, transcription.duration).model_dump(mode="json"))
+
+
+async def _stream(segments: AsyncIterator[Segment], lease: Lease[Any]) -> StreamingResponse:
+    """Server-sent text deltas, one per decoded segment, then the full text. Holds `lease` to the end."""
+    try:
+        # Wait for the first segment so that errors found early (audio that does not decode, a full
+        # queue) still answer with their HTTP status rather than inside a 200 stream.
+        first = await anext(segments, None)
+    except BaseException:
+        await segments.aclose()  # type: ignore[attr-defined]
+        lease.release()
+        raise
+
+    async def events() -> AsyncIterator[str]:
+        joiner = formats.TextJoiner()
+        try:
+            if first is not None:
+                if delta := joiner.add(first.text):
+                    yield formats.sse_event(TextDeltaEvent(delta=delta))
+                async for segment in segments:
+                    if delta := joiner.add(segment.text):
+                        yield formats.sse_event(TextDeltaEvent(delta=delta))
+            yield formats.sse_event(TextDoneEvent(text=joiner.text))
+        except ApiError as error:
+            yield formats.sse_error(error)
+        except Exception:
+            logger.exception("streamed transcription failed")
+            yield formats.sse_error(
+                ApiError("The transcription failed on the server; it has been logged.", status_code=500)
+            )
+        finally:
+            await segments.aclose()  # type: ignore[attr-defined]
+            lease.release()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
