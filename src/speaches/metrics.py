@@ -8,14 +8,25 @@ The default registry also carries the process collector (resident memory, CPU se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 if TYPE_CHECKING:
     from speaches.state import AppState
+
+# The `_created` timestamp series double the output and no dashboard needs them.
+disable_created_metrics()
 
 AudioKind = Literal["transcription", "translation", "live", "speech"]
 
@@ -58,6 +69,16 @@ INFERENCE_RUNNING = Gauge(
 INFERENCE_CONCURRENCY = Gauge("speaches_inference_concurrency", "Inference pool size (INFERENCE_CONCURRENCY).")
 
 
+# Create the series up front so they read 0 (not "absent") before the first event: rate() and
+# alerts then work from the start.
+_MODEL_KINDS = ("stt", "tts")
+for _audio_kind in get_args(AudioKind):
+    AUDIO_SECONDS.labels(_audio_kind)
+for _model_kind in _MODEL_KINDS:
+    for _per_kind in (MODEL_LOADS, MODEL_LOAD_FAILURES, MODEL_UNLOADS, MODELS_LOADED):
+        _per_kind.labels(_model_kind)
+
+
 def record_audio_seconds(kind: AudioKind, seconds: float) -> None:
     """Count audio a request processed: input seconds for speech-to-text, output seconds for speech."""
     if seconds > 0:
@@ -98,7 +119,7 @@ def _sample_state(state: AppState) -> None:
     for model in state.models.status():
         if model.state == "loaded":
             loaded[model.kind] = loaded.get(model.kind, 0) + 1
-    for kind in ("stt", "tts", *loaded):
+    for kind in (*_MODEL_KINDS, *loaded):
         MODELS_LOADED.labels(kind).set(loaded.get(kind, 0))
 
 
