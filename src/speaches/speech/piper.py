@@ -1,19 +1,43 @@
-"""piper adapter: loading piper voices for the model manager."""
+"""piper adapter: load voices for the model manager, describe them, and speak text with them.
+
+:func:`synthesize_speech` is the whole synthesis: piper yields one chunk of audio per sentence,
+each is brought to the requested speed and fed to the response's :class:`AudioEncoder`, and the
+encoded bytes are yielded at once, so a client hears the first sentence while the rest is still
+being synthesized. It is a blocking generator meant to be driven one step at a time by
+``InferencePool.iterate``; closing it (a client that went away) stops before the next sentence.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from speaches.config import Settings
+import numpy as np
+
+from speaches.audio import AudioEncoder, supported_output_sample_rate
+from speaches.config import OPENAI_VOICE_NAMES, Settings
 from speaches.errors import ApiError, ModelLoadError
 from speaches.models.device import onnx_providers, resolve_device
 from speaches.models.manager import LoadedModel, ModelKind
-from speaches.models.sources import find_piper_voice
+from speaches.models.sources import LocalModel, find_piper_voice, list_local_piper_voices
+from speaches.speech.tempo import change_tempo
 
 if TYPE_CHECKING:
     from piper import PiperVoice
 
+logger = logging.getLogger(__name__)
+
 TTS_KIND = "tts"
+
+# OpenAI sends `pcm` at 24 kHz; clients that play it raw assume that rate.
+PCM_DEFAULT_SAMPLE_RATE = 24_000
+
+
+# --- loading ---
 
 
 def load_piper_voice(voice: str, settings: Settings) -> LoadedModel[PiperVoice]:
@@ -39,3 +63,122 @@ def piper_voice_kind(settings: Settings) -> ModelKind[PiperVoice]:
         load=lambda voice: load_piper_voice(voice, settings),
         ttl=lambda: settings.tts_model_ttl,
     )
+
+
+# --- the voice catalogue ---
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What a voice's `.onnx.json` says about it, read without loading the model."""
+
+    voice_id: str
+    name: str
+    language: str
+    language_name: str | None
+    quality: str
+    sample_rate: int
+    num_speakers: int
+    source: str
+    aliases: list[str]
+
+
+def list_voices(settings: Settings) -> list[VoiceInfo]:
+    """Every voice usable without a download (blocking file reads). Unreadable configs are skipped."""
+    voices: list[VoiceInfo] = []
+    for local in list_local_piper_voices(settings):
+        try:
+            voices.append(read_voice_info(local, settings))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.warning("skipping voice %s: its config %s.json is unreadable: %s", local.model_id, local.path, error)
+    return voices
+
+
+def read_voice_info(local: LocalModel, settings: Settings) -> VoiceInfo:
+    config = json.loads(Path(f"{local.path}.json").read_text(encoding="utf-8"))
+    audio = config.get("audio", {})
+    language = config.get("language", {})
+    # Voice ids follow `<lang_REGION>-<name>-<quality>`; the config has the authoritative values.
+    parts = local.model_id.split("-")
+    return VoiceInfo(
+        voice_id=local.model_id,
+        name=str(config.get("dataset") or (parts[1] if len(parts) == 3 else local.model_id)),
+        language=str(language.get("code") or (parts[0] if len(parts) == 3 else "")),
+        language_name=language.get("name_english"),
+        quality=str(audio.get("quality") or (parts[2] if len(parts) == 3 else "")),
+        sample_rate=int(audio["sample_rate"]),
+        num_speakers=int(config.get("num_speakers", 1)),
+        source=local.source,
+        aliases=aliases_of(local.model_id, settings),
+    )
+
+
+def aliases_of(voice_id: str, settings: Settings) -> list[str]:
+    """The OpenAI voice names (and configured alias names) that stand for `voice_id`."""
+    names = [*OPENAI_VOICE_NAMES, *(name for name in settings.tts_voice_aliases if name not in OPENAI_VOICE_NAMES)]
+    return [name for name in names if settings.voice_for(name) == voice_id]
+
+
+# --- synthesis ---
+
+
+@dataclass
+class SynthesisUsage:
+    """Counted while synthesizing; complete once the generator is exhausted."""
+
+    phoneme_ids: int = 0
+    """piper's input tokens: the phoneme ids fed to the model."""
+    frames: int = 0
+    """piper's output tokens: spectrogram frames (hop_length samples each) the model produced."""
+    sentences: int = 0
+
+
+def output_sample_rate(response_format: str, requested: int | None, voice_sample_rate: int) -> int:
+    """The rate a response is encoded at: the requested one, else 24 kHz for pcm and the voice's own
+    rate otherwise, adjusted to what the codec accepts (opus: 22050 -> 24000)."""
+    if requested is None:
+        requested = PCM_DEFAULT_SAMPLE_RATE if response_format == "pcm" else voice_sample_rate
+    return supported_output_sample_rate(response_format, requested)
+
+
+def synthesize_speech(
+    voice: PiperVoice,
+    text: str,
+    *,
+    response_format: str,
+    speed: float = 1.0,
+    sample_rate: int | None = None,
+    usage: SynthesisUsage | None = None,
+) -> Iterator[bytes]:
+    """Speak `text`, yielding the encoded response file piece by piece, one step per sentence.
+
+    The concatenation of what it yields is a complete file in `response_format`. Every format but
+    wav streams: wav carries its exact length in its header, so it comes whole at the end.
+    """
+    usage = usage if usage is not None else SynthesisUsage()
+    voice_rate = voice.config.sample_rate
+    hop_length = voice.config.hop_length
+    encoder = AudioEncoder(
+        response_format,
+        voice_rate,
+        output_sample_rate(response_format, sample_rate, voice_rate),
+        # flac streams with STREAMINFO's total samples and MD5 set to 0 ("unknown", as the FLAC
+        # specification allows); wav would need placeholder sizes that strict readers misread.
+        streamable=response_format != "wav",
+    )
+    with encoder:
+        try:
+            for chunk in voice.synthesize(text):
+                usage.sentences += 1
+                usage.phoneme_ids += len(chunk.phoneme_ids)
+                usage.frames += len(chunk.audio_float_array) // hop_length
+                samples = change_tempo(chunk.audio_float_array, voice_rate, speed)
+                encoded = encoder.encode(np.clip(samples, -1.0, 1.0, out=samples))
+                if encoded:
+                    yield encoded
+        except GeneratorExit:
+            logger.info("speech synthesis stopped after %d sentence(s): the client went away", usage.sentences)
+            raise
+        tail = encoder.finish()
+        if tail:
+            yield tail
