@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -26,6 +27,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from speaches.config import Settings
 from speaches.config_docs import HUGGING_FACE_VARIABLES, setting_env_names
@@ -180,6 +184,90 @@ def test_cuda_image_swaps_in_the_gpu_build_of_onnxruntime() -> None:
     # PyPI's onnxruntime-gpu links CUDA 12 + cuDNN 9 from 1.19 to 1.26; 1.27 moved to CUDA 13,
     # which the CUDA 12 base image (and ctranslate2) cannot serve.
     assert (1, 19) <= (major, minor) < (1, 27), locked["onnxruntime-gpu"]
+
+
+# What each base image offers a wheel: its Python and its glibc (the manylinux level). Changing a
+# base image means updating this table, which re-checks the lockfile against the new platform.
+BASE_IMAGE_PLATFORMS = {
+    "python:3.11-slim-bookworm": ((3, 11), (2, 36)),  # Debian 12: glibc 2.36
+    "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04": ((3, 12), (2, 39)),  # Ubuntu 24.04: python3 3.12, glibc 2.39
+}
+
+
+def image_wheel_tags(python: tuple[int, int], glibc: tuple[int, int]) -> set[Tag]:
+    manylinux = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc[1], 4, -1)]
+    legacy = ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    platforms = manylinux + legacy
+    interpreter = f"cp{python[0]}{python[1]}"
+    return set(cpython_tags(python, platforms=platforms)) | set(
+        compatible_tags(python, interpreter=interpreter, platforms=platforms)
+    )
+
+
+def marker_environment(python: tuple[int, int]) -> dict[str, str]:
+    return {
+        "python_version": f"{python[0]}.{python[1]}",
+        "python_full_version": f"{python[0]}.{python[1]}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_locked_package_has_a_wheel_for_the_image(dockerfile: str) -> None:
+    """What the image's `uv sync` installs must come as wheels for its Python and glibc, x86_64."""
+    instructions = final_stage(parse_dockerfile(REPO_ROOT / dockerfile))
+    base = instructions[0].arguments.split()[0]
+    assert base in BASE_IMAGE_PLATFORMS, f"{dockerfile}: add {base}'s Python and glibc to BASE_IMAGE_PLATFORMS"
+    python, glibc = BASE_IMAGE_PLATFORMS[base]
+
+    # The image's own sync flags, turned into the equivalent `uv export`.
+    sync_flags = run_lines(instructions, "uv sync")[-1].arguments.split("uv sync", 1)[1].split()
+    export_flags = [
+        "--no-emit-package" if flag == "--no-install-package" else flag
+        for flag in sync_flags
+        if flag not in ("--no-install-project", "--no-editable")
+    ]
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv is needed to export the lockfile"
+    exported = subprocess.run(
+        [uv, "export", *export_flags, "--no-hashes", "--no-emit-project", "--no-header", "--no-annotate"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+    environment = marker_environment(python)
+    wanted: dict[str, str] = {}
+    for line in exported.splitlines():
+        if not line.strip() or line.startswith(("#", "-")):
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            (specifier,) = requirement.specifier
+            wanted[canonicalize_name(requirement.name)] = specifier.version
+    assert "ctranslate2" in wanted
+    assert "piper-tts" in wanted
+
+    supported = image_wheel_tags(python, glibc)
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    missing = []
+    for package in lock["package"]:
+        name = canonicalize_name(package["name"])
+        if wanted.get(name) != package["version"]:
+            continue
+        wheel_tags = set()
+        for wheel in package.get("wheels", []):
+            wheel_tags |= set(parse_wheel_filename(wheel["url"].rsplit("/", 1)[-1])[3])
+        if not wheel_tags & supported:
+            missing.append(f"{name}=={package['version']}")
+    assert not missing, f"{dockerfile}: no wheel for Python {python} / glibc {glibc} x86_64: {missing}"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
