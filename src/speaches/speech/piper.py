@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,7 +149,7 @@ def synthesize_speech(
     speed: float = 1.0,
     sample_rate: int | None = None,
     usage: SynthesisUsage | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Speak `text`, yielding the encoded response file piece by piece, one step per sentence.
 
     The concatenation of what it yields is a complete file in `response_format`. Every format but

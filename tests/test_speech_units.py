@@ -1,0 +1,196 @@
+"""The pieces of text to speech on their own: tempo change, output rates, voice choice, voice configs,
+and the synthesis generator with the real bundled voice (in-process, no server)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+import pytest
+
+from speaches.config import OPENAI_VOICE_NAMES, Settings
+from speaches.errors import InvalidRequestError, ModelNotFoundError
+from speaches.models.sources import LocalModel
+from speaches.speech.piper import (
+    SynthesisUsage,
+    aliases_of,
+    load_piper_voice,
+    output_sample_rate,
+    read_voice_info,
+    synthesize_speech,
+)
+from speaches.speech.protocol import CreateSpeechRequest
+from speaches.speech.router import resolve_voice
+from speaches.speech.tempo import change_tempo, tempo_steps
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+RATE = 22050
+PARAGRAPH = "One sentence comes first. A second one follows it. Then there is a third. The fourth ends it."
+
+
+def settings(**fields: Any) -> Settings:
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+# --- tempo -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tempo", [0.25, 0.4, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0])
+def test_tempo_steps_stay_in_atempos_blending_range_and_multiply_to_the_tempo(tempo: float) -> None:
+    steps = tempo_steps(tempo)
+    assert all(0.5 <= step <= 2.0 for step in steps)
+    assert math.prod(steps) == pytest.approx(tempo)
+
+
+def _dominant_frequency(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("tempo", [0.25, 0.5, 2.0, 4.0])
+def test_change_tempo_scales_duration_and_keeps_pitch(tempo: float) -> None:
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE)).astype(np.float32)
+    changed = change_tempo(tone, RATE, tempo)
+    assert changed.dtype == np.float32
+    assert len(changed) == pytest.approx(len(tone) / tempo, rel=0.02)
+    assert _dominant_frequency(changed, RATE) == pytest.approx(440, rel=0.02)
+
+
+def test_change_tempo_at_normal_speed_or_on_nothing_is_a_no_op() -> None:
+    samples = np.linspace(-1, 1, 1000, dtype=np.float32)
+    assert change_tempo(samples, RATE, 1.0) is samples
+    assert len(change_tempo(np.zeros(0, dtype=np.float32), RATE, 2.0)) == 0
+
+
+# --- output rates --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response_format", "requested", "expected"),
+    [
+        ("pcm", None, 24000),  # OpenAI's pcm rate
+        ("mp3", None, RATE),
+        ("wav", None, RATE),
+        ("flac", None, RATE),
+        ("aac", None, RATE),
+        ("opus", None, 24000),  # Opus has no 22050: the next rate up
+        ("pcm", 16000, 16000),
+        ("mp3", 10000, 11025),
+        ("wav", 44100, 44100),
+    ],
+)
+def test_output_sample_rate(response_format: str, requested: int | None, expected: int) -> None:
+    assert output_sample_rate(response_format, requested, RATE) == expected
+
+
+# --- choosing the voice --------------------------------------------------------------------------------
+
+
+def request(**fields: Any) -> CreateSpeechRequest:
+    return CreateSpeechRequest.model_validate({"input": "hi", **fields})
+
+
+def test_openai_voice_names_map_to_the_default_or_a_configured_voice() -> None:
+    config = settings(tts_default_voice="en_US-amy-medium", tts_voice_aliases={"nova": "en_GB-alan-low"})
+    assert resolve_voice(request(model="tts-1", voice="alloy"), config) == "en_US-amy-medium"
+    assert resolve_voice(request(model="tts-1-hd", voice="nova"), config) == "en_GB-alan-low"
+    assert resolve_voice(request(model="piper"), config) == "en_US-amy-medium"
+    assert resolve_voice(request(voice={"id": "de_DE-thorsten-high"}), config) == "de_DE-thorsten-high"
+    assert resolve_voice(request(model="en_US-joe-medium", voice="shimmer"), config) == "en_US-joe-medium"
+    assert aliases_of("en_GB-alan-low", config) == ["nova"]
+    assert set(aliases_of("en_US-amy-medium", config)) == set(OPENAI_VOICE_NAMES) - {"nova"}
+
+
+def test_a_model_that_is_not_text_to_speech_is_not_found() -> None:
+    with pytest.raises(ModelNotFoundError) as raised:
+        resolve_voice(request(model="whisper-1"), settings())
+    assert raised.value.status_code == 404
+    assert "rhasspy/piper-voices" in raised.value.message
+
+
+def test_a_voice_model_and_another_voice_conflict() -> None:
+    with pytest.raises(InvalidRequestError):
+        resolve_voice(request(model="en_US-joe-medium", voice="en_US-amy-medium"), settings())
+
+
+def test_voice_info_comes_from_the_config_file(tmp_path: Path) -> None:
+    onnx = tmp_path / "de_DE-thorsten-high.onnx"
+    onnx.write_bytes(b"not read")
+    config = {
+        "audio": {"sample_rate": 22050, "quality": "high"},
+        "language": {"code": "de_DE", "name_english": "German"},
+        "dataset": "thorsten",
+        "num_speakers": 1,
+    }
+    Path(f"{onnx}.json").write_text(json.dumps(config))
+    info = read_voice_info(LocalModel("de_DE-thorsten-high", "tts", onnx, "local", 0), settings())
+    assert (info.language, info.language_name, info.quality, info.sample_rate) == ("de_DE", "German", "high", 22050)
+    assert (info.name, info.source, info.aliases) == ("thorsten", "local", [])
+
+
+# --- synthesis with the real voice --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def voice() -> PiperVoice:
+    return load_piper_voice("en_US-joe-medium", settings()).model
+
+
+def test_pcm_comes_one_piece_per_sentence(voice: PiperVoice) -> None:
+    usage = SynthesisUsage()
+    pieces = list(synthesize_speech(voice, PARAGRAPH, response_format="pcm", usage=usage))
+    assert usage.sentences == 4
+    assert len(pieces) >= 4
+    assert usage.phoneme_ids > len(PARAGRAPH) / 2
+    samples = len(b"".join(pieces)) // 2
+    # 24 kHz out of the voice's 22050 Hz: the frames piper produced, resampled.
+    assert samples == pytest.approx(usage.frames * voice.config.hop_length * 24000 / RATE, rel=0.01)
+
+
+def test_wav_comes_whole_with_exact_sizes(voice: PiperVoice) -> None:
+    pieces = list(synthesize_speech(voice, PARAGRAPH, response_format="wav"))
+    assert len(pieces) == 1
+    wav = pieces[0]
+    assert struct.unpack("<4sI4s", wav[:12]) == (b"RIFF", len(wav) - 8, b"WAVE")
+    assert struct.unpack("<4sI", wav[36:44]) == (b"data", len(wav) - 44)
+
+
+@pytest.mark.parametrize("response_format", ["mp3", "flac"])
+def test_compressed_formats_stream_and_decode_whole(voice: PiperVoice, response_format: str) -> None:
+    usage = SynthesisUsage()
+    pieces = list(synthesize_speech(voice, PARAGRAPH, response_format=response_format, usage=usage))
+    assert len(pieces) >= 3
+    with av.open(io.BytesIO(b"".join(pieces))) as container:
+        decoded = sum(frame.samples for frame in container.decode(audio=0))
+    produced = usage.frames * voice.config.hop_length
+    assert decoded == pytest.approx(produced, abs=0.1 * RATE)
+
+
+def test_closing_the_generator_stops_before_the_next_sentence(
+    voice: PiperVoice, caplog: pytest.LogCaptureFixture
+) -> None:
+    usage = SynthesisUsage()
+    pieces = synthesize_speech(voice, PARAGRAPH, response_format="mp3", usage=usage)
+    assert next(pieces)
+    with caplog.at_level(logging.INFO, logger="speaches.speech.piper"):
+        pieces.close()
+    assert usage.sentences == 1
+    assert "stopped after 1 sentence" in caplog.text
+
+
+def test_speed_scales_the_duration(voice: PiperVoice) -> None:
+    def seconds(speed: float) -> float:
+        return len(b"".join(synthesize_speech(voice, PARAGRAPH, response_format="pcm", speed=speed))) / 2 / 24000
+
+    normal = seconds(1.0)
+    assert seconds(2.0) / normal == pytest.approx(0.5, abs=0.08)
+    assert seconds(0.5) / normal == pytest.approx(2.0, abs=0.3)
