@@ -149,7 +149,7 @@ def test_dependencies_install_with_the_documented_commands(dockerfile: str) -> N
 
     # The same install the installation page tells people to run and CI runs, and the same server
     # command as the README's.
-    for document in ("docs/installation.md", ".ci/run"):
+    for document in ("README.md", "docs/installation.md", ".ci/run"):
         assert "uv sync --frozen" in (REPO_ROOT / document).read_text(), f"{document} lacks `uv sync --frozen`"
     command = exec_form(next(i for i in instructions if i.keyword == "CMD"))
     assert f"uv run {' '.join(command)}" in (REPO_ROOT / "README.md").read_text()

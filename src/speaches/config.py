@@ -3,7 +3,7 @@
 Each field is read from the environment (or a `.env` file in the working directory). Nested
 settings use a double underscore: `WHISPER__COMPUTE_TYPE=int8`. Names follow the earlier speaches
 server wherever it had one, so existing compose files keep working. `docs/configuration.md` is
-generated from this class (`speaches config-docs`) and a test keeps the two in step.
+generated from this class (`python -m speaches.config_docs`) and a test keeps the two in step.
 """
 
 from __future__ import annotations
