@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -112,7 +113,8 @@ class Slot:
 
     def run_detached(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool._executor, fn)
+        # Run in a copy of the caller's context, so log lines from the worker carry its request id.
+        future = loop.run_in_executor(self._pool._executor, contextvars.copy_context().run, fn)
         self.in_thread = future  # type: ignore[assignment]
         future.add_done_callback(self._step_done)
         return future

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -150,6 +151,68 @@ class ApiKeyMiddleware:
             await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})
 
 
+class CancelOnDisconnectMiddleware:
+    """Stop a request's work when its client goes away, for every HTTP route.
+
+    Uvicorn reports a disconnect only through `receive()`, which a handler stops calling once it has
+    the body, so a non-streamed transcription would run to its end for nobody. Once the body is in,
+    this keeps listening and cancels the handler if the client disconnects before the response is
+    complete; the inference pool then stops the job after its current step. Work after a complete
+    response (background tasks, closing uploads) is never cancelled.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        handler = asyncio.current_task()
+        assert handler is not None
+        body_received = asyncio.Event()
+        disconnected = asyncio.Event()
+        response_complete = False
+        cancelled_here = False
+
+        async def app_receive() -> Message:
+            if body_received.is_set():
+                # The listener owns the real receive now; the app only ever learns of the disconnect.
+                await disconnected.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_received.set()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_complete
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                response_complete = True
+            await send(message)
+
+        async def listen_for_disconnect() -> None:
+            nonlocal cancelled_here
+            await body_received.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+            if not response_complete:
+                cancelled_here = True
+                handler.cancel()
+
+        listener = asyncio.create_task(listen_for_disconnect())
+        try:
+            await self.app(scope, app_receive, tracking_send)
+        except asyncio.CancelledError:
+            # Only our own cancellation ends quietly; a server shutdown's propagates.
+            if not cancelled_here or handler.uncancel() > 0:
+                raise
+            logger.info("client disconnected; stopped its request")
+        finally:
+            listener.cancel()
+
+
 class RequestIdMiddleware:
     """Give each request and WebSocket session an id: in every log line, and in `X-Request-Id`.
 
@@ -199,7 +262,8 @@ class MetricsMiddleware:
             return
         method = "WEBSOCKET" if scope["type"] == "websocket" else scope["method"]
         started = time.perf_counter()
-        status = 500
+        # 499 (nginx's "client closed request") unless a response starts; an escaping exception is 500.
+        status = 499
         in_progress = metrics.HTTP_REQUESTS_IN_PROGRESS.labels(metrics.method_label(method))
         in_progress.inc()
 
@@ -213,6 +277,9 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, recording_send)
+        except Exception:
+            status = 500
+            raise
         finally:
             in_progress.dec()
             elapsed = time.perf_counter() - started
@@ -241,13 +308,14 @@ async def _internal_error_response(scope: Scope, receive: Receive, send: Send) -
 
 
 def install_middleware(app: Starlette, settings: Settings) -> None:
-    """Every request passes, outermost first: request id, metrics, CORS, API key, body size limit.
+    """Every request passes, outermost first: request id, metrics, CORS, API key, disconnect watch, body limit.
 
     CORS sits outside the key check so a browser's preflight (which never carries credentials) is
     answered, and so a 401 carries the CORS headers the browser needs to show it.
     """
     # add_middleware wraps what was added before: add innermost first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(ApiKeyMiddleware, settings=settings)
     if settings.allow_origins:
         app.add_middleware(

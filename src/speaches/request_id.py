@@ -2,8 +2,8 @@
 
 `RequestIdMiddleware` (in middleware.py) sets :data:`current_request_id` for each HTTP request and
 WebSocket session. Every log record then carries it as ``record.request_id`` ("-" outside a request),
-so the log format can print it; worker threads started with `asyncio.to_thread` or
-`loop.run_in_executor` copy the context, so log lines from inference threads carry it too.
+so the log format can print it. `asyncio.to_thread` and the inference pool run their work in a
+copy of the caller's context, so log lines from those worker threads carry it too.
 """
 
 from __future__ import annotations
