@@ -77,6 +77,9 @@ async def create_speech(request: CreateSpeechRequest, state: State) -> Streaming
     except BaseException:
         await finish()
         raise
+    if usage.sentences == 0:  # piper found no words in it: an empty file would not even decode
+        await finish()
+        raise InvalidRequestError("'input' has nothing to speak: it holds only punctuation or symbols.", param="input")
     if request.stream_format == "sse":
         return ClosingStreamingResponse(
             sse_events(first, chunks, usage),
