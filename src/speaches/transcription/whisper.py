@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from speaches import metrics
 from speaches.config import Settings, WhisperConfig
 from speaches.errors import ApiError, ModelLoadError
 from speaches.models.device import resolve_compute_type, resolve_device
@@ -158,6 +159,8 @@ class Transcription:
                         yield _shifted(segment, count, offset, window_end, offset_samples)
                 offset_samples += len(window)
                 self.duration = offset_samples / SAMPLE_RATE
+        kind = "translation" if self.options.task == "translate" else "transcription"
+        metrics.record_audio_seconds(kind, self.duration)
         logger.info(
             "%s %.1f s of audio (%d window(s), %d segment(s)) in %.2f s",
             "translated" if self.options.task == "translate" else "transcribed",
