@@ -1,0 +1,392 @@
+"""Load and faults: a full queue answers 429, departed clients stop their work, SIGTERM drains, temp files go.
+
+Work is observed from outside, as an operator would: the server's CPU time in /proc/<pid>/stat, its open
+file descriptors in /proc/<pid>/fd, and the `speaches_inference_running` gauge on /metrics. The server
+here decodes sequentially (WHISPER__USE_BATCHED_MODE=false), where one inference step is one segment;
+in batched mode a step is a whole batch, and a departed client's work stops only after it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+import wave
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI, RateLimitError
+from websockets.sync.client import connect
+
+from speaches.audio import decode_audio
+from tests.helpers import AUDIO_DIR, JFK_TEXT, TINY_EN, Server, normalize, running_server, word_error_rate
+
+VOICE = "en_US-joe-medium"
+SAMPLE_RATE = 16_000
+
+
+# --- audio and observation helpers ---
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def english_licence_reading() -> np.ndarray:
+    """The English half of multilingual.mp3: varied speech that decodes without fallback retries."""
+    return decode_audio(AUDIO_DIR / "multilingual.mp3")[: int(29.5 * SAMPLE_RATE)]
+
+
+@pytest.fixture(scope="module")
+def long_speech_wav() -> bytes:
+    """About four minutes of speech (minutes of CPU work for any model on this machine)."""
+    jfk = decode_audio(AUDIO_DIR / "jfk.flac")
+    return wav_bytes(np.tile(np.concatenate([english_licence_reading(), jfk]), 6))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(server: Server, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until `condition()`; returns the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def fds_under(pid: int, folder: Path) -> list[str]:
+    targets = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            targets.append(target)
+    return targets
+
+
+def files_in(folder: Path) -> set[Path]:
+    """What lies in a folder (onnxruntime leaves a `.ses` file in TMPDIR at startup: not ours to judge)."""
+    return set(folder.iterdir())
+
+
+def multipart(fields: dict[str, str], file_bytes: bytes, filename: str = "speech.wav") -> tuple[bytes, str]:
+    boundary = "speaches-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + file_bytes
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def http_request_head(method: str, path: str, content_type: str, length: int, request_id: str) -> bytes:
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\nX-Request-Id: {request_id}\r\n\r\n"
+    ).encode()
+
+
+def abort(sock: socket.socket) -> None:
+    """Drop the connection the way a crashed client does: a reset, no orderly close."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def fault_server(spool_dir: Path) -> Iterator[Server]:
+    env = {
+        "WHISPER__USE_BATCHED_MODE": "false",
+        "STT_MODEL_TTL": "-1",
+        "TTS_MODEL_TTL": "-1",
+        "PRELOAD_MODELS": f"{TINY_EN},{VOICE}",
+        "TMPDIR": str(spool_dir),  # where python-multipart spools uploads over 1 MB
+    }
+    with running_server(env) as server:
+        wait_for(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, 120, "preloaded models")
+        yield server
+
+
+# --- 429 ---
+
+
+def test_full_queue_answers_429_and_accepted_requests_finish() -> None:
+    env = {"INFERENCE_CONCURRENCY": "1", "MAX_QUEUED_REQUESTS": "1", "PRELOAD_MODELS": TINY_EN}
+    with running_server(env) as server:
+        wait_for(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, 120, "preloaded model")
+        client = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=300)
+        jfk = (AUDIO_DIR / "jfk.flac").read_bytes()
+        barrier = threading.Barrier(6)
+
+        def transcribe(_index: int) -> str | RateLimitError:
+            barrier.wait()
+            try:
+                return client.audio.transcriptions.create(model=TINY_EN, file=("jfk.flac", jfk))
+            except RateLimitError as busy:
+                return busy
+
+        with ThreadPoolExecutor(6) as threads:
+            results = list(threads.map(transcribe, range(6)))
+        refused = [result for result in results if isinstance(result, RateLimitError)]
+        accepted = [result for result in results if not isinstance(result, RateLimitError)]
+        # One runs, one waits, the rest are refused at once: at least two of each.
+        assert len(refused) >= 2, results
+        assert len(accepted) >= 2, results
+        for busy in refused:
+            assert busy.status_code == 429
+            retry_after = busy.response.headers["retry-after"]
+            assert retry_after.isdigit()
+            assert int(retry_after) >= 1
+            error = busy.response.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["type"] == "rate_limit_error"
+            assert error["code"] == "server_busy"
+        for transcription in accepted:
+            assert word_error_rate(JFK_TEXT, transcription.text) < 0.1  # type: ignore[union-attr]
+        assert metric(server, "speaches_inference_queue_depth") == 0
+        assert metric(server, "speaches_inference_running") == 0
+
+
+# --- departed clients ---
+
+
+def assert_work_stops(
+    server: Server, drop: Callable[[], None], *, running_for: float = 1.0, settle: float = 3.0
+) -> None:
+    """The job is running; after `drop()` the pool is idle within `settle` seconds and stays so.
+
+    `settle` is one inference step (a segment, a sentence) on this shared 2-core machine, with margin.
+    """
+    pid = server.process.pid  # type: ignore[union-attr]
+    wait_for(lambda: metric(server, "speaches_inference_running") >= 1, 60, "the job to start")
+    before = cpu_seconds(pid)
+    time.sleep(running_for)
+    assert cpu_seconds(pid) - before > 0.3, "the job was not using the CPU: nothing to stop"
+    drop()
+    took = wait_for(lambda: metric(server, "speaches_inference_running") == 0, settle, "the pool to go idle")
+    quiet_from = cpu_seconds(pid)
+    time.sleep(2.0)
+    burned = cpu_seconds(pid) - quiet_from
+    assert burned < 0.3, f"the server burned {burned:.2f} s of CPU in the 2 s after the work stopped"
+    print(f"work stopped {took:.2f} s after the client left")
+
+
+def test_client_gone_mid_upload_leaves_no_job_and_no_temp_file(
+    fault_server: Server, spool_dir: Path, long_speech_wav: bytes
+) -> None:
+    pid = fault_server.process.pid  # type: ignore[union-attr]
+    already_there = files_in(spool_dir)
+    body, content_type = multipart({"model": TINY_EN}, long_speech_wav)
+    sock = socket.create_connection(("127.0.0.1", fault_server.port))
+    sock.sendall(http_request_head("POST", "/v1/audio/transcriptions", content_type, len(body), "aborted-upload"))
+    sock.sendall(body[: len(body) // 2])
+    # The upload is spooled to disk (over 1 MB) while it arrives: the check below is not vacuous.
+    wait_for(lambda: bool(fds_under(pid, spool_dir)), 10, "the upload to spool to disk")
+    abort(sock)
+    wait_for(lambda: not fds_under(pid, spool_dir), 2, "the spooled upload to be closed")
+    assert files_in(spool_dir) == already_there
+    time.sleep(0.5)
+    assert metric(fault_server, "speaches_inference_running") == 0
+    assert not [line for line in fault_server.logs().splitlines() if "[aborted-upload]" in line and "whisper" in line]
+
+
+def test_client_gone_mid_transcription_stops_it(fault_server: Server, long_speech_wav: bytes) -> None:
+    body, content_type = multipart({"model": TINY_EN}, long_speech_wav)
+    sock = socket.create_connection(("127.0.0.1", fault_server.port))
+    sock.sendall(http_request_head("POST", "/v1/audio/transcriptions", content_type, len(body), "gone-json") + body)
+    # Past the first step, which decodes the whole window and computes its features (seconds here).
+    assert_work_stops(fault_server, lambda: abort(sock), running_for=4.0)
+
+
+def test_client_gone_mid_sse_stops_the_transcription(fault_server: Server, long_speech_wav: bytes) -> None:
+    body, content_type = multipart({"model": TINY_EN, "stream": "true"}, long_speech_wav)
+    sock = socket.create_connection(("127.0.0.1", fault_server.port))
+    sock.sendall(http_request_head("POST", "/v1/audio/transcriptions", content_type, len(body), "gone-sse") + body)
+    sock.settimeout(60)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "no event stream started"
+    assert_work_stops(fault_server, lambda: abort(sock))
+
+
+def test_client_gone_mid_speech_stream_stops_synthesis(fault_server: Server) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog while the band plays on. "
+    payload = json.dumps({"model": "tts-1", "voice": VOICE, "input": sentence * 55, "response_format": "pcm"})
+    body = payload.encode()
+    sock = socket.create_connection(("127.0.0.1", fault_server.port))
+    sock.sendall(http_request_head("POST", "/v1/audio/speech", "application/json", len(body), "gone-speech") + body)
+    sock.settimeout(60)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "no audio stream started"
+    assert_work_stops(fault_server, lambda: abort(sock))
+
+
+def test_client_gone_mid_websocket_stops_the_session(fault_server: Server, long_speech_wav: bytes) -> None:
+    url = fault_server.url.replace("http://", "ws://") + f"/v1/audio/transcriptions?model={TINY_EN}"
+    pcm = long_speech_wav[44:]
+    stop_sending = threading.Event()
+    with connect(url, open_timeout=30) as websocket:
+
+        def stream_audio() -> None:
+            # Four times real time: the session always has new audio to transcribe.
+            frame = SAMPLE_RATE * 2 // 10
+            for start in range(0, len(pcm), frame):
+                if stop_sending.is_set():
+                    return
+                try:
+                    websocket.send(pcm[start : start + frame])
+                except Exception:
+                    return
+                time.sleep(0.025)
+
+        sender = threading.Thread(target=stream_audio, daemon=True)
+        sender.start()
+
+        def drop() -> None:
+            stop_sending.set()
+            abort(websocket.socket)
+
+        try:
+            assert_work_stops(fault_server, drop)
+        finally:
+            stop_sending.set()
+            sender.join(5)
+
+
+# --- temporary files ---
+
+
+@pytest.mark.parametrize(
+    ("file_bytes", "expected_status"),
+    [
+        (b"\x00\x01not audio at all" * 200_000, 400),  # 3.4 MB of garbage: spooled, then refused
+        (None, 200),  # a real 3 MB wav, transcribed
+    ],
+    ids=["refused", "transcribed"],
+)
+def test_spooled_uploads_are_removed_after_the_request(
+    fault_server: Server, spool_dir: Path, file_bytes: bytes | None, expected_status: int
+) -> None:
+    pid = fault_server.process.pid  # type: ignore[union-attr]
+    already_there = files_in(spool_dir)
+    if file_bytes is None:
+        jfk = decode_audio(AUDIO_DIR / "jfk.flac")
+        file_bytes = wav_bytes(np.concatenate([jfk, np.zeros(SAMPLE_RATE * 80, dtype=np.float32)]))
+    assert len(file_bytes) > 2 * 1024 * 1024
+    response = httpx.post(
+        f"{fault_server.url}/v1/audio/transcriptions",
+        files={"file": ("upload.wav", file_bytes)},
+        data={"model": TINY_EN},
+        timeout=120,
+    )
+    assert response.status_code == expected_status, response.text
+    if expected_status == 200:
+        assert normalize(JFK_TEXT) in normalize(response.json()["text"])
+    else:
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    wait_for(lambda: not fds_under(pid, spool_dir), 2, "the spooled upload to be closed")
+    assert files_in(spool_dir) == already_there
+
+
+# --- SIGTERM ---
+
+
+def _transcribe_in_thread(server: Server, audio: bytes) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            response = httpx.post(
+                f"{server.url}/v1/audio/transcriptions",
+                files={"file": ("speech.wav", audio)},
+                data={"model": TINY_EN},
+                timeout=120,
+            )
+            outcome["status"] = response.status_code
+            outcome["body"] = response.text
+        except httpx.HTTPError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_sigterm_lets_the_running_request_finish_then_exits_0() -> None:
+    jfk = decode_audio(AUDIO_DIR / "jfk.flac")
+    audio = wav_bytes(np.concatenate([jfk, np.zeros(SAMPLE_RATE // 2, dtype=np.float32), english_licence_reading()]))
+    env = {"WHISPER__USE_BATCHED_MODE": "false", "PRELOAD_MODELS": TINY_EN, "SHUTDOWN_GRACE_SECONDS": "60"}
+    server = Server(env).start()
+    try:
+        wait_for(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, 120, "preloaded model")
+        thread, outcome = _transcribe_in_thread(server, audio)
+        wait_for(lambda: metric(server, "speaches_inference_running") >= 1, 30, "the transcription to start")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/health", timeout=2)  # no longer accepting
+        thread.join(120)
+        assert outcome.get("status") == 200, outcome
+        text = normalize(json.loads(str(outcome["body"]))["text"])
+        assert normalize(JFK_TEXT) in text
+        assert "permission is hereby granted" in text
+        assert server.process.wait(30) == 0, server.logs()
+    finally:
+        server.stop()
+
+
+def test_sigterm_cuts_requests_that_outlast_the_grace_period(long_speech_wav: bytes) -> None:
+    env = {"WHISPER__USE_BATCHED_MODE": "false", "PRELOAD_MODELS": TINY_EN, "SHUTDOWN_GRACE_SECONDS": "1"}
+    server = Server(env).start()
+    try:
+        wait_for(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, 120, "preloaded model")
+        thread, outcome = _transcribe_in_thread(server, long_speech_wav)
+        wait_for(lambda: metric(server, "speaches_inference_running") >= 1, 30, "the transcription to start")
+        assert server.process is not None
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, server.logs()
+        # The grace second, then at most the inference step in flight (one segment), then exit.
+        assert time.monotonic() - signalled < 10
+        thread.join(30)
+        assert "error" in outcome or outcome.get("status", 0) >= 500, outcome
+    finally:
+        server.stop()
