@@ -19,11 +19,14 @@ from speaches.config import OPENAI_VOICE_NAMES, Settings
 from speaches.errors import InvalidRequestError, ModelNotFoundError
 from speaches.models.sources import LocalModel
 from speaches.speech.piper import (
+    MAX_PHONEMES_PER_RUN,
     SynthesisUsage,
     aliases_of,
     load_piper_voice,
     output_sample_rate,
     read_voice_info,
+    speak_sentences,
+    split_phonemes,
     synthesize_speech,
 )
 from speaches.speech.protocol import CreateSpeechRequest
@@ -69,6 +72,33 @@ def test_change_tempo_at_normal_speed_or_on_nothing_is_a_no_op() -> None:
     samples = np.linspace(-1, 1, 1000, dtype=np.float32)
     assert change_tempo(samples, RATE, 1.0) is samples
     assert len(change_tempo(np.zeros(0, dtype=np.float32), RATE, 2.0)) == 0
+
+
+# --- over-long sentences ---------------------------------------------------------------------------------
+
+
+def test_a_short_sentence_is_one_piece() -> None:
+    phonemes = list("həlˈoʊ wˈɜːld")
+    assert split_phonemes(phonemes, 300) == [phonemes]
+
+
+def test_a_long_sentence_is_cut_after_a_clause_mark_first_then_at_a_word() -> None:
+    clause = list("aaaa bbbb, cccc dddd eeee")  # the comma sits in the second half of a 12-phoneme allowance
+    assert split_phonemes(clause, 12) == [list("aaaa bbbb,"), list("cccc dddd"), list("eeee")]
+    words = list("aaaa bbbb cccc dddd")
+    assert split_phonemes(words, 12) == [list("aaaa bbbb"), list("cccc dddd")]
+
+
+def test_a_sentence_without_spaces_is_cut_at_the_limit_and_nothing_is_lost() -> None:
+    phonemes = list("x" * 25)
+    pieces = split_phonemes(phonemes, 10)
+    assert [len(piece) for piece in pieces] == [10, 10, 5]
+    assert [phoneme for piece in pieces for phoneme in piece] == phonemes
+
+
+def test_pieces_without_sound_are_dropped() -> None:
+    assert split_phonemes(list("aaaa bbb ...."), 9) == [list("aaaa bbb")]
+    assert split_phonemes(list("..."), 300) == []
 
 
 # --- output rates --------------------------------------------------------------------------------------
@@ -154,6 +184,14 @@ def test_pcm_comes_one_piece_per_sentence(voice: PiperVoice) -> None:
     samples = len(b"".join(pieces)) // 2
     # 24 kHz out of the voice's 22050 Hz: the frames piper produced, resampled.
     assert samples == pytest.approx(usage.frames * voice.config.hop_length * 24000 / RATE, rel=0.01)
+
+
+def test_a_run_on_sentence_is_synthesized_in_bounded_pieces(voice: PiperVoice) -> None:
+    run_on = " ".join(["and then the little dog ran all around the garden"] * 14)  # ~700 characters, no stop
+    assert len(voice.phonemize(run_on)) == 1
+    pieces = list(speak_sentences(voice, run_on))
+    assert len(pieces) >= 2
+    assert all(phoneme_ids <= 2 * MAX_PHONEMES_PER_RUN + 2 for _audio, phoneme_ids in pieces)  # ids: pad between each
 
 
 def test_wav_comes_whole_with_exact_sizes(voice: PiperVoice) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,11 +168,11 @@ def synthesize_speech(
     )
     with encoder:
         try:
-            for chunk in voice.synthesize(text):
+            for audio, phoneme_ids in speak_sentences(voice, text):
                 usage.sentences += 1
-                usage.phoneme_ids += len(chunk.phoneme_ids)
-                usage.frames += len(chunk.audio_float_array) // hop_length
-                samples = change_tempo(chunk.audio_float_array, voice_rate, speed)
+                usage.phoneme_ids += phoneme_ids
+                usage.frames += len(audio) // hop_length
+                samples = change_tempo(audio, voice_rate, speed)
                 encoded = encoder.encode(np.clip(samples, -1.0, 1.0, out=samples))
                 if encoded:
                     yield encoded
@@ -182,3 +182,55 @@ def synthesize_speech(
         tail = encoder.finish()
         if tail:
             yield tail
+
+
+# A sentence is synthesized in one model run whose memory and time grow faster than its length
+# (measured: a 4000-character run-on sentence took 69 s and 5.4 GB at once, and nothing streamed).
+# Longer sentences are cut at a clause mark or a word boundary into pieces of at most this many
+# phonemes (about as many characters of English text, some 5 s of speech).
+MAX_PHONEMES_PER_RUN = 300
+_CLAUSE_MARKS = frozenset(",;:")
+
+
+def speak_sentences(voice: PiperVoice, text: str) -> Iterator[tuple[np.ndarray, int]]:
+    """(float32 audio, phoneme ids used) for each sentence of `text`, in order: piper's own
+    `synthesize` loop, with over-long sentences split so no single model run is huge."""
+    for sentence in voice.phonemize(text):
+        for phonemes in split_phonemes(sentence, MAX_PHONEMES_PER_RUN):
+            phoneme_ids = voice.phonemes_to_ids(phonemes)
+            audio = np.asarray(voice.phoneme_ids_to_audio(phoneme_ids), dtype=np.float32)
+            # piper normalizes each sentence to full scale, as its synthesize() does by default.
+            peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+            if peak > 1e-8:
+                audio = audio / peak
+            yield np.clip(audio, -1.0, 1.0), len(phoneme_ids)
+
+
+def split_phonemes(phonemes: list[str], limit: int) -> list[list[str]]:
+    """Cut a sentence's phonemes into pieces of at most `limit`: after the last clause mark in the
+    second half of the allowance, else at the last word boundary there, else at the limit itself.
+    Pieces without a sound (only spaces and marks) are dropped."""
+    pieces: list[list[str]] = []
+    start = 0
+    while len(phonemes) - start > limit:
+        end = start + limit
+        window = range(end, start + limit // 2, -1)
+        cut = next((i for i in window if phonemes[i - 1] in _CLAUSE_MARKS), None)
+        if cut is None:
+            cut = next((i for i in window if phonemes[i - 1] == " "), end)
+        pieces.append(phonemes[start:cut])
+        start = cut
+    pieces.append(phonemes[start:])
+    return [_strip_spaces(piece) for piece in pieces if any(p.strip() and p not in _SILENT_MARKS for p in piece)]
+
+
+_SILENT_MARKS = frozenset(",;:.!?-'\"()")
+
+
+def _strip_spaces(phonemes: list[str]) -> list[str]:
+    start, end = 0, len(phonemes)
+    while start < end and phonemes[start] == " ":
+        start += 1
+    while end > start and phonemes[end - 1] == " ":
+        end -= 1
+    return phonemes[start:end]
