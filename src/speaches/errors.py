@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -190,15 +191,28 @@ async def _validation_error_handler(_request: Request, exc: Exception) -> JSONRe
     return error_response(InvalidRequestError(message, param=param))
 
 
-async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    headers = exc.headers
     if status == 404 and detail == "Not Found":
         detail = "No such route. See /docs for the API."
     elif status == 405:
         detail = "Method not allowed on this route. See /docs for the API."
-    return error_response(ApiError(detail, status_code=status, headers=exc.headers))
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+    return error_response(ApiError(detail, status_code=status, headers=headers))
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route accepts on this path. Starlette's own 405 names only the first route's,
+    but a path such as /v1/models/{model_id} is several routes (GET, POST, DELETE)."""
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] is not Match.NONE:
+            allowed.update(methods)
+    return allowed
 
 
 async def _unhandled_error_handler(_request: Request, exc: Exception) -> JSONResponse:
