@@ -70,16 +70,20 @@ class WhisperConfig(BaseModel):
         default=True,
         description=(
             "Decode long files with faster-whisper's batched pipeline (VAD-split chunks decoded in batches). "
-            "Much faster on long audio; word error rate on the test audio is unchanged."
+            "Much faster on long audio; word error rate on the test audio is unchanged. It applies to `json`, "
+            "`text` and streamed answers; `srt`, `vtt` and `verbose_json` decode sequentially, because batched "
+            "mode packs speech from across pauses into one segment, which would spoil their timings."
         ),
     )
     batch_size: int = Field(default=8, ge=1, le=64, description="Chunks per batch in batched mode.")
     window_seconds: float = Field(
-        default=600.0,
+        default=300.0,
         ge=30.0,
         description=(
             "Audio is decoded and transcribed in windows of at most this many seconds, cut at the quietest "
-            "point of each window's last 10 s, so memory stays bounded however long the upload is."
+            "point of each window's last 10 s, so memory stays bounded however long the upload is: about "
+            "1 MB per second of window at the peak of each transcription. Keep it at least 30 s times "
+            "`WHISPER__BATCH_SIZE`, so batched mode fills its batches."
         ),
     )
 

@@ -31,25 +31,24 @@ if TYPE_CHECKING:
 class TextJoiner:
     """Joins segment texts into one transcript, also as the deltas that build it.
 
-    Whisper's segment texts start with a space (" And so ...") and the transcript is their
-    concatenation, trimmed. Trailing whitespace of a segment is held back until more text follows,
-    so the concatenated deltas equal `text` exactly, whether they are sent or not.
+    Whisper's segment texts start with a space (" And so ..."), except in languages written without
+    spaces. The transcript is the trimmed texts, joined by one space where either side of a boundary
+    had whitespace and by nothing otherwise; segments of only whitespace add nothing. The deltas
+    concatenate to `text` exactly.
     """
 
     def __init__(self) -> None:
         self._parts: list[str] = []
-        self._held_whitespace = ""
+        self._trailing_space = False
 
     def add(self, segment_text: str) -> str:
         """Append a segment's text; returns the delta it adds to `text` (possibly empty)."""
-        core = segment_text.rstrip()
-        if not self._parts:
-            core = core.lstrip()
-        if not core.strip():
-            self._held_whitespace += segment_text if self._parts else ""
+        core = segment_text.strip()
+        if not core:
             return ""
-        delta = self._held_whitespace + core
-        self._held_whitespace = segment_text[len(segment_text.rstrip()) :]
+        spaced = bool(self._parts) and (self._trailing_space or segment_text[0].isspace())
+        delta = f" {core}" if spaced else core
+        self._trailing_space = segment_text[-1].isspace()
         self._parts.append(delta)
         return delta
 

@@ -62,6 +62,7 @@ async def create_transcription(state: State, form: Annotated[TranscriptionForm, 
         word_timestamps="word" in granularities,
         hotwords=form.hotwords,
         vad_filter=form.vad_filter,
+        timed_segments=_shows_segment_timings(form),
     )
     return await _answer(state, form, options, granularities)
 
@@ -75,8 +76,13 @@ async def create_translation(state: State, form: Annotated[TranslationForm, Form
         temperature=form.temperature,
         hotwords=form.hotwords,
         vad_filter=form.vad_filter,
+        timed_segments=_shows_segment_timings(form),
     )
     return await _answer(state, form, options, {"segment"})
+
+
+def _shows_segment_timings(form: TranscriptionForm | TranslationForm) -> bool:
+    return not form.stream and form.response_format in ("srt", "vtt", "verbose_json")
 
 
 async def _answer(

@@ -1,7 +1,7 @@
 """faster-whisper adapter: loading whisper models for the model manager, and transcribing with them.
 
 A transcription is a lazy generator of faster-whisper's own `Segment`s, like the library's. It
-decodes the upload in windows (`WHISPER__WINDOW_SECONDS`, 10 min by default) and transcribes one
+decodes the upload in windows (`WHISPER__WINDOW_SECONDS`, 5 min by default) and transcribes one
 window at a time, so memory holds one window of samples and its features however long the audio
 is: decoded 16 kHz float32 alone is 230 MB per hour, and its spectrogram more. Windows end at the
 quietest point of their last seconds, so a cut rarely falls inside a word; timestamps are shifted
@@ -111,6 +111,10 @@ class DecodeOptions:
     hotwords: str | None = None
     vad_filter: bool | None = None
     """None: on in batched mode (which needs it), off in sequential mode."""
+    timed_segments: bool = False
+    """The answer shows segment timings (srt, vtt, verbose_json): decode sequentially. Batched mode
+    packs the speech of a window into 30 s chunks across pauses (faster-whisper's VAD chunking), so
+    one of its segments can span minutes of silence: fine for text, useless for subtitles."""
 
 
 def temperature_schedule(start: float) -> list[float]:
@@ -133,6 +137,7 @@ class Transcription:
         self.language: str | None = options.language
         self.duration = 0.0
         self.windows = 0
+        self.batched_windows = 0
 
     def segments(self) -> Iterator[Segment]:
         from speaches.audio import iter_audio_chunks
@@ -162,10 +167,11 @@ class Transcription:
         kind = "translation" if self.options.task == "translate" else "transcription"
         metrics.record_audio_seconds(kind, self.duration)
         logger.info(
-            "%s %.1f s of audio (%d window(s), %d segment(s)) in %.2f s",
+            "%s %.1f s of audio (%d window(s), %d batched; %d segment(s)) in %.2f s",
             "translated" if self.options.task == "translate" else "transcribed",
             self.duration,
             self.windows,
+            self.batched_windows,
             count,
             time.perf_counter() - started,
         )
@@ -176,6 +182,7 @@ class Transcription:
         return (
             self.config.use_batched_mode
             and self.options.vad_filter is not False
+            and not self.options.timed_segments
             and len(window) > WHISPER_CHUNK_SECONDS * SAMPLE_RATE
         )
 
@@ -192,6 +199,7 @@ class Transcription:
         if self._uses_batched_mode(window):
             from faster_whisper import BatchedInferencePipeline
 
+            self.batched_windows += 1
             segments, info = BatchedInferencePipeline(self.model).transcribe(
                 window, vad_filter=True, batch_size=self.config.batch_size, **common
             )
