@@ -83,9 +83,14 @@ class ConflictError(ApiError):
         super().__init__(message, status_code=409, param=param, code=code)
 
 
+def shorten(value: str, limit: int = 200) -> str:
+    """A client-supplied value as it may appear in an error message: a 10 MB id is not echoed back whole."""
+    return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
+
+
 class ModelNotFoundError(NotFoundError):
     def __init__(self, model_id: str, *, param: str = "model", hint: str = "") -> None:
-        message = f"The model '{model_id}' does not exist or is not available on this server."
+        message = f"The model '{shorten(model_id)}' does not exist or is not available on this server."
         if hint:
             message = f"{message} {hint}"
         super().__init__(message, param=param, code="model_not_found")
