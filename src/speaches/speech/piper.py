@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from speaches import metrics
 from speaches.audio import AudioEncoder, supported_output_sample_rate
 from speaches.config import OPENAI_VOICE_NAMES, Settings
 from speaches.errors import ApiError, ModelLoadError
@@ -173,6 +174,7 @@ def synthesize_speech(
                 usage.phoneme_ids += phoneme_ids
                 usage.frames += len(audio) // hop_length
                 samples = change_tempo(audio, voice_rate, speed)
+                metrics.record_audio_seconds("speech", len(samples) / voice_rate)
                 encoded = encoder.encode(np.clip(samples, -1.0, 1.0, out=samples))
                 if encoded:
                     yield encoded
