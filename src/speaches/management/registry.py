@@ -11,12 +11,13 @@ import asyncio
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from speaches.config import Settings
-from speaches.errors import ApiError, ConflictError, ModelNotFoundError, NotFoundError
+from speaches.errors import ConflictError, ModelNotFoundError, NotFoundError
+from speaches.management.protocol import Kind, RegistryModel
 from speaches.models.sources import (
     BUNDLED_PIPER_VOICES,
     BUNDLED_WHISPER_MODELS,
@@ -36,8 +37,6 @@ from speaches.models.sources import (
 )
 
 logger = logging.getLogger(__name__)
-
-Kind = Literal["stt", "tts"]
 
 # What /v1/registry asks the Hub for: CTranslate2 conversions of whisper (library and task are both tags).
 WHISPER_HUB_FILTER = ["ctranslate2", "automatic-speech-recognition"]
@@ -104,11 +103,11 @@ def pull_model(model: ManagedModel, settings: Settings) -> PulledModel:
     if os.path.isabs(model.model_id):
         raise ModelNotFoundError(model.model_id, param="model_id", hint="A local path cannot be downloaded.")
     if _hf_offline():
-        raise ApiError(
+        # 409, not 5xx: nothing failed; the server is configured not to download.
+        raise ConflictError(
             f"The model '{model.model_id}' is not on this server and cannot be downloaded: the server is offline "
             "(HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE to download from the Hugging Face Hub, or copy the model "
             "into MODELS_DIR or the Hugging Face cache.",
-            status_code=503,
             param="model_id",
             code="hub_offline",
         )
@@ -196,21 +195,8 @@ def _describe_source(source: str) -> str:
 
 
 @dataclass
-class RegistryEntry:
-    id: str
-    kind: Kind
-    language: list[str] = field(default_factory=list)
-    size_bytes: int | None = None
-    bundled: bool = False
-    on_hub: bool = False
-    available: bool = False
-    """Usable without a download: bundled, in MODELS_DIR or in the Hugging Face cache."""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Registry:
-    entries: list[RegistryEntry]
+    models: list[RegistryModel]
     hub_errors: list[str]
 
 
@@ -234,13 +220,13 @@ async def list_registry(settings: Settings, kind: Kind | None = None) -> Registr
         ),
         return_exceptions=True,
     )
-    entries: dict[tuple[Kind, str], RegistryEntry] = {}
+    entries: dict[tuple[Kind, str], RegistryModel] = {}
     for result in results:
         if isinstance(result, BaseException):
             if not _hf_offline():
                 errors.append(f"Listing models on the Hugging Face Hub failed: {_brief(result)}")
             continue
-        entries.update({(entry.kind, entry.id): entry for entry in result})
+        entries.update({(model.kind, model.id): model for model in result})
     local = await asyncio.to_thread(_local_entries, settings, wanted)
     for key, entry in local.items():
         known = entries.get(key)
@@ -248,51 +234,60 @@ async def list_registry(settings: Settings, kind: Kind | None = None) -> Registr
             entries[key] = entry
         else:
             known.bundled, known.available = entry.bundled, entry.available
-    ordered = sorted(entries.values(), key=lambda entry: (entry.kind, entry.id))
-    return Registry(ordered, errors)
+    return Registry(sorted(entries.values(), key=lambda model: (model.kind, model.id)), errors)
 
 
-def _local_entries(settings: Settings, kinds: list[Kind]) -> dict[tuple[Kind, str], RegistryEntry]:
-    entries: dict[tuple[Kind, str], RegistryEntry] = {}
+def _local_entries(settings: Settings, kinds: list[Kind]) -> dict[tuple[Kind, str], RegistryModel]:
+    entries: dict[tuple[Kind, str], RegistryModel] = {}
     if "stt" in kinds:
         for model_id in BUNDLED_WHISPER_MODELS:
-            entries[("stt", model_id)] = RegistryEntry(model_id, "stt", bundled=True)
+            entries[("stt", model_id)] = _local_entry(model_id, "stt", bundled=True)
         for model in list_local_whisper_models(settings):
-            entries.setdefault(("stt", model.model_id), RegistryEntry(model.model_id, "stt")).available = True
+            entries.setdefault(("stt", model.model_id), _local_entry(model.model_id, "stt")).available = True
     if "tts" in kinds:
         for voice in BUNDLED_PIPER_VOICES:
-            entries[("tts", voice)] = RegistryEntry(voice, "tts", language=[_voice_language(voice)], bundled=True)
+            entries[("tts", voice)] = _local_entry(voice, "tts", bundled=True)
         for model in list_local_piper_voices(settings):
-            entry = entries.setdefault(("tts", model.model_id), RegistryEntry(model.model_id, "tts"))
-            entry.available = True
-            entry.language = entry.language or [_voice_language(model.model_id)]
+            entries.setdefault(("tts", model.model_id), _local_entry(model.model_id, "tts")).available = True
     return entries
 
 
-def _hub_whisper_entries() -> list[RegistryEntry]:
+def _local_entry(model_id: str, kind: Kind, *, bundled: bool = False) -> RegistryModel:
+    # Whisper's `.en` models are English only; the others speak many languages (the Hub lists them).
+    language = [_voice_language(model_id)] if kind == "tts" else ["en"] if model_id.endswith(".en") else []
+    return RegistryModel(id=model_id, kind=kind, language=language, bundled=bundled, on_hub=False, available=False)
+
+
+def _hub_whisper_entries() -> list[RegistryModel]:
     from huggingface_hub import HfApi
 
     return [
-        RegistryEntry(
-            info.id,
-            "stt",
+        RegistryModel(
+            id=info.id,
+            kind="stt",
             language=[tag for tag in info.tags or [] if len(tag) == 2 and tag.isalpha() and tag.islower()],
+            bundled=False,
             on_hub=True,
-            details={"downloads": info.downloads, "likes": info.likes},
+            available=False,
+            downloads=info.downloads,
+            likes=info.likes,
         )
         for info in HfApi().list_models(filter=WHISPER_HUB_FILTER, limit=REGISTRY_HUB_LIMIT)
     ]
 
 
-def _hub_piper_entries() -> list[RegistryEntry]:
+def _hub_piper_entries() -> list[RegistryModel]:
     return [
-        RegistryEntry(
-            voice,
-            "tts",
+        RegistryModel(
+            id=voice,
+            kind="tts",
             language=[str(info.get("language", {}).get("code") or _voice_language(voice))],
             size_bytes=sum(int(file.get("size_bytes", 0)) for file in info.get("files", {}).values()),
+            bundled=False,
             on_hub=True,
-            details={"quality": info.get("quality"), "num_speakers": info.get("num_speakers")},
+            available=False,
+            quality=info.get("quality"),
+            num_speakers=info.get("num_speakers"),
         )
         for voice, info in _hub_piper_voices().items()
     ]
