@@ -46,6 +46,7 @@ def test_windows_concatenate_to_the_audio_and_stay_within_the_window(
     assert all(0 < len(window) <= window_seconds * RATE for window in windows)
     # Every window but the last ends within the search span before the limit.
     assert all(len(window) > (window_seconds - 10) * RATE for window in windows[:-1])
+    assert all(len(window) >= 10 * RATE for window in windows)
 
 
 def test_a_window_ends_in_the_pause_before_its_limit() -> None:
@@ -59,8 +60,18 @@ def test_a_window_ends_in_the_pause_before_its_limit() -> None:
 
 def test_a_quiet_stretch_wins_over_a_loud_one() -> None:
     audio = np.concatenate([tone(55, 0.5), tone(1, 0.01), tone(10, 0.5)])
-    cut = quietest_cut(audio, 60 * RATE, 10 * RATE, RATE // 10)
+    cut = quietest_cut(audio, 50 * RATE, 60 * RATE, RATE // 10)
     assert 55 * RATE <= cut <= 56 * RATE
+
+
+@pytest.mark.parametrize("extra_seconds", [0.25, 5, 9.9, 10.5, 30])
+def test_the_last_window_is_never_a_sliver(extra_seconds: float) -> None:
+    # Silence everywhere: every frame ties, which would put each cut at the very end of its span.
+    audio = silence(60 + extra_seconds)
+    windows = windows_of(audio, 30, 60)
+    assert len(windows) == 2
+    assert all(10 * RATE <= len(window) <= 60 * RATE for window in windows), [len(w) / RATE for w in windows]
+    np.testing.assert_array_equal(np.concatenate(windows), audio)
 
 
 def test_short_audio_is_one_window() -> None:

@@ -217,39 +217,48 @@ def split_at_quiet_points(
     """Regroup consecutive sample chunks into windows of at most `window_samples`.
 
     A window that has audio after it ends in the middle of the quietest `frame_samples` frame of its
-    last `search_samples`; the rest carries over to the next window. The windows' concatenation is
-    the chunks' concatenation. Memory: one window plus one chunk.
+    last `search_samples`; the rest carries over to the next window. No window is shorter than
+    `search_samples` unless the whole audio is: a sliver of a last window would be all Whisper sees,
+    and it invents words for short silences. The windows' concatenation is the chunks'
+    concatenation. Memory: one window, the search span and one chunk.
     """
     pending: list[np.ndarray] = []
     pending_samples = 0
+
+    def cut_before(latest_end: int) -> Iterator[np.ndarray]:
+        nonlocal pending, pending_samples
+        audio = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        cut = quietest_cut(audio, window_samples - search_samples, latest_end, frame_samples)
+        yield audio[:cut]
+        rest = audio[cut:].copy()
+        del audio
+        pending, pending_samples = [rest], len(rest)
+
     for chunk in chunks:
         if len(chunk) == 0:
             continue
         pending.append(chunk)
         pending_samples += len(chunk)
-        while pending_samples > window_samples:
-            audio = pending[0] if len(pending) == 1 else np.concatenate(pending)
-            cut = quietest_cut(audio, window_samples, search_samples, frame_samples)
-            yield audio[:cut]
-            rest = audio[cut:].copy()
-            del audio
-            pending = [rest]
-            pending_samples = len(rest)
+        # Cut only once a whole search span follows the window, so the rest is never a sliver.
+        while pending_samples > window_samples + search_samples:
+            yield from cut_before(window_samples)
+    if pending_samples > window_samples:
+        yield from cut_before(pending_samples - search_samples)
     if pending_samples:
         yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
-def quietest_cut(audio: np.ndarray, window_samples: int, search_samples: int, frame_samples: int) -> int:
-    """The sample index, within (window_samples - search_samples, window_samples], to end a window at."""
-    search_start = max(window_samples - search_samples, 0)
-    region = audio[search_start:window_samples]
+def quietest_cut(audio: np.ndarray, earliest: int, latest: int, frame_samples: int) -> int:
+    """Where to end a window: the middle of the quietest frame between samples `earliest` and `latest`."""
+    earliest = max(earliest, 0)
+    region = audio[earliest:latest]
     frames = len(region) // frame_samples
     if frames == 0:
-        return window_samples
+        return latest
     energy = np.square(region[: frames * frame_samples].reshape(frames, frame_samples), dtype=np.float64).sum(axis=1)
     # The last quietest frame: in true silence every frame ties, and a later cut keeps windows long.
     quietest = frames - 1 - int(np.argmin(energy[::-1]))
-    return search_start + quietest * frame_samples + frame_samples // 2
+    return earliest + quietest * frame_samples + frame_samples // 2
 
 
 def _shifted(segment: Segment, segment_id: int, offset: float, window_end: float, offset_samples: int) -> Segment:
