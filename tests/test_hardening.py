@@ -261,3 +261,33 @@ def test_metrics_label_a_refused_request_with_its_route(locked_server: Server) -
     httpx.get(f"{locked_server.url}/v1/models")
     text = httpx.get(f"{locked_server.url}/metrics", headers=bearer(API_KEY)).text
     assert _sample(text, "speaches_http_requests_total", method="GET", route="/v1/models", status="401") >= 1
+
+
+def test_metrics_count_audio_seconds_and_model_loads(server: Server) -> None:
+    from openai import OpenAI
+
+    from tests.helpers import AUDIO_DIR, TINY_EN
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=120)
+    before = httpx.get(f"{server.url}/metrics").text
+    client.audio.transcriptions.create(model=TINY_EN, file=(AUDIO_DIR / "jfk.flac").open("rb"))
+    speech = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there.", response_format="pcm")
+    after = httpx.get(f"{server.url}/metrics").text
+
+    def grew(name: str, **labels: str) -> float:
+        return _sample(after, name, **labels) - _sample(before, name, **labels)
+
+    assert grew("speaches_audio_seconds_total", kind="transcription") == pytest.approx(11.0, abs=0.1)
+    # pcm is 24 kHz 16-bit mono: the speech counted is the speech sent.
+    assert grew("speaches_audio_seconds_total", kind="speech") == pytest.approx(len(speech.content) / 48_000, rel=0.05)
+    assert _sample(after, "speaches_models_loaded", kind="stt") >= 1
+    assert _sample(after, "speaches_model_loads_total", kind="stt") >= 1
+    assert grew("speaches_http_requests_total", method="POST", route="/v1/audio/transcriptions", status="200") == 1
+
+
+def test_405_lists_every_method_of_the_path(server: Server) -> None:
+    # /v1/models/{model_id} is three routes (GET, POST, DELETE); Starlette alone would name only one.
+    response = httpx.put(f"{server.url}/v1/models/Systran/faster-whisper-tiny.en")
+    assert_error_shape(response, 405)
+    assert response.headers["allow"] == "DELETE, GET, POST"
+    assert httpx.put(f"{server.url}/health").headers["allow"] == "GET"

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+
+from speaches.route_match import allowed_methods
 
 logger = logging.getLogger(__name__)
 
@@ -205,19 +206,10 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
         detail = "No such route. See /docs for the API."
     elif status == 405:
         detail = "Method not allowed on this route. See /docs for the API."
-        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+        # Starlette names only the first matching route's methods; a path may be several routes.
+        allowed = allowed_methods(request.app, request.scope)
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
     return error_response(ApiError(detail, status_code=status, headers=headers))
-
-
-def _allowed_methods(request: Request) -> set[str]:
-    """Every method some route accepts on this path. Starlette's own 405 names only the first route's,
-    but a path such as /v1/models/{model_id} is several routes (GET, POST, DELETE)."""
-    allowed: set[str] = set()
-    for route in request.app.routes:
-        methods = getattr(route, "methods", None)
-        if methods and route.matches(request.scope)[0] is not Match.NONE:
-            allowed.update(methods)
-    return allowed
 
 
 async def _unhandled_error_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,6 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers, QueryParams
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from speaches import metrics
@@ -19,6 +18,7 @@ from speaches.auth import api_key_matches, bearer_token
 from speaches.config import Settings
 from speaches.errors import error_body
 from speaches.request_id import REQUEST_ID_HEADER, current_request_id, request_id_from
+from speaches.route_match import route_template
 
 logger = logging.getLogger(__name__)
 
@@ -293,13 +293,10 @@ def _route_template(scope: Scope) -> str:
     """The matched route's template; for requests answered before routing (401, 413, CORS preflight), the
     route they would have reached."""
     route = scope.get("route")
-    if route is None and "app" in scope:
-        for candidate in getattr(scope["app"], "routes", ()):
-            match, _ = candidate.matches(scope)
-            if match is not Match.NONE:
-                route = candidate
-                break
-    return getattr(route, "path", None) or metrics.UNMATCHED_ROUTE
+    template = getattr(route, "path", None)
+    if template is None and "app" in scope:
+        template = route_template(scope["app"], scope)
+    return template or metrics.UNMATCHED_ROUTE
 
 
 async def _internal_error_response(scope: Scope, receive: Receive, send: Send) -> None:
