@@ -2,8 +2,9 @@
 
 Schemathesis reads /openapi.json from a real server and sends it generated requests, valid and invalid,
 in all its phases (schema examples, boundary coverage, random fuzzing, stateful sequences such as
-load-then-unload). Every check runs: no 5xx, every response's status, content type, headers and body
-as documented, schema-valid requests accepted, schema-invalid ones refused, `Allow` on 405 correct.
+load-then-unload). Every check but one runs: no 5xx, every response's status, content type, headers
+and body as documented, schema-invalid requests refused, `Allow` on 405 correct. Not run: "every
+schema-valid request is accepted", which no API with semantic 400s (text with nothing to speak) meets.
 
 The run is bounded (examples per operation, fixed seed) to stay around a minute on 2 cores. Generated
 model ids and audio are almost never real, so requests take the cheap paths; the few that reach a
@@ -45,9 +46,12 @@ def test_every_operation_conforms_to_its_schema(tmp_path: Path) -> None:
                 "run",
                 f"{server.url}/openapi.json",
                 "--checks=all",
+                # A schema-valid request may still be refused with 400 for what a schema cannot say
+                # ("input" holding only punctuation, an id naming no model kind): OpenAI does the same.
+                "--exclude-checks=positive_data_acceptance",
                 f"--max-examples={MAX_EXAMPLES}",
                 f"--seed={SEED}",
-                "--workers=2",
+                "--workers=1",  # hypothesis parses lambdas with ast, which is not thread-safe on 3.11
                 "--request-timeout=120",
                 "--suppress-health-check=all",
                 "--generation-database=none",
