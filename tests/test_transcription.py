@@ -166,6 +166,7 @@ def test_language_detection(client: OpenAI) -> None:
     assert french.language == "french"
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated
 def test_translation_every_format(client: OpenAI) -> None:
     result = translate(client, FRENCH)
     assert word_error_rate(FRENCH_TRANSLATION, result.text) <= 0.4

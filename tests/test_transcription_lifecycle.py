@@ -4,6 +4,7 @@ and reload, a streaming client that goes away, and long audio transcribed in win
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import re
 import time
@@ -62,9 +63,10 @@ def test_idle_model_is_unloaded_after_its_ttl_and_loaded_again_on_use() -> None:
         wait_for_log(server, UNLOADED, count=2)
 
 
-def test_a_stream_abandoned_by_its_client_stops_decoding() -> None:
-    # One inference slot, and a model unloaded as soon as it is idle: the abandoned stream must free
-    # both without finishing the 60 s file, and the next request must still be answered.
+def test_requests_abandoned_by_their_clients_stop_decoding() -> None:
+    # One inference slot, and a model unloaded as soon as it is idle: an abandoned request, streamed
+    # or not, must free both without finishing the 60 s file, and the next request must be answered.
+    long_request = {"model": TINY_EN, "vad_filter": "false", "language": "en"}
     with running_server({"STT_MODEL_TTL": "0", "INFERENCE_CONCURRENCY": "1"}) as server:
         with (
             (AUDIO_DIR / "multilingual.mp3").open("rb") as audio,
@@ -72,7 +74,7 @@ def test_a_stream_abandoned_by_its_client_stops_decoding() -> None:
                 "POST",
                 f"{server.url}/v1/audio/transcriptions",
                 files={"file": audio},
-                data={"model": TINY_EN, "stream": "true", "vad_filter": "false", "language": "en"},
+                data={**long_request, "stream": "true"},
                 timeout=120,
             ) as response,
         ):
@@ -81,11 +83,17 @@ def test_a_stream_abandoned_by_its_client_stops_decoding() -> None:
             assert "transcript.text.delta" in first
         # The client has gone; with one slot, this request runs only once the stream's work stopped.
         assert word_error_rate(JFK_TEXT, transcribe_jfk(sdk(server))) <= 0.05
+        wait_for_log(server, UNLOADED, count=2)
+
+        with (AUDIO_DIR / "multilingual.mp3").open("rb") as audio, contextlib.suppress(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": audio}, data=long_request, timeout=1.5)
+        assert word_error_rate(JFK_TEXT, transcribe_jfk(sdk(server))) <= 0.05
+        wait_for_log(server, UNLOADED, count=4)
+
         logs = server.logs()
-        assert "transcribed 11.0 s of audio" in logs
+        assert logs.count("transcribed 11.0 s of audio") == 2, logs
         assert "transcribed 60.0 s of audio" not in logs, logs
         assert server.alive()
-        wait_for_log(server, UNLOADED, count=2)
 
 
 def _jfk_repeated_wav(times: int, gap_seconds: float) -> tuple[bytes, float]:

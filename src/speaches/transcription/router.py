@@ -7,11 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Depends, Form
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from speaches.errors import ApiError
-from speaches.models.manager import Lease
+from speaches.errors import ApiError, error_responses
 from speaches.state import AppState, State
 from speaches.transcription import formats
 from speaches.transcription.protocol import (
@@ -33,6 +32,19 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["transcription"])
 
+
+async def _after_response() -> AsyncIterator[contextlib.AsyncExitStack]:
+    """Cleanups (model lease, pool work) that run once the response is sent, or the request is abandoned.
+
+    A streamed response whose client leaves before the stream starts never runs its generator, so
+    its `finally` cannot be trusted to release what the request holds; this scope always ends.
+    """
+    async with contextlib.AsyncExitStack() as cleanups:
+        yield cleanups
+
+
+AfterResponse = Annotated[contextlib.AsyncExitStack, Depends(_after_response, scope="request")]
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The transcript in the requested `response_format`, or server-sent events when `stream=true`.",
@@ -49,9 +61,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     }
 }
 
+_ERRORS = error_responses(400, 404, 429)
 
-@router.post("/v1/audio/transcriptions", response_model=None, responses=_RESPONSES)
-async def create_transcription(state: State, form: Annotated[TranscriptionForm, Form()]) -> Response:
+
+@router.post("/v1/audio/transcriptions", response_model=None, responses={**_RESPONSES, **_ERRORS})
+async def create_transcription(
+    state: State, cleanups: AfterResponse, form: Annotated[TranscriptionForm, Form()]
+) -> Response:
     """Transcribe audio in its own language (OpenAI's `audio.transcriptions.create`)."""
     granularities = form.granularities()
     options = DecodeOptions(
@@ -64,11 +80,13 @@ async def create_transcription(state: State, form: Annotated[TranscriptionForm, 
         vad_filter=form.vad_filter,
         timed_segments=_shows_segment_timings(form),
     )
-    return await _answer(state, form, options, granularities)
+    return await _answer(state, cleanups, form, options, granularities)
 
 
-@router.post("/v1/audio/translations", response_model=None, responses=_RESPONSES)
-async def create_translation(state: State, form: Annotated[TranslationForm, Form()]) -> Response:
+@router.post("/v1/audio/translations", response_model=None, responses={**_RESPONSES, **_ERRORS})
+async def create_translation(
+    state: State, cleanups: AfterResponse, form: Annotated[TranslationForm, Form()]
+) -> Response:
     """Translate speech in any language into English text (OpenAI's `audio.translations.create`)."""
     options = DecodeOptions(
         task="translate",
@@ -78,7 +96,7 @@ async def create_translation(state: State, form: Annotated[TranslationForm, Form
         vad_filter=form.vad_filter,
         timed_segments=_shows_segment_timings(form),
     )
-    return await _answer(state, form, options, {"segment"})
+    return await _answer(state, cleanups, form, options, {"segment"})
 
 
 def _shows_segment_timings(form: TranscriptionForm | TranslationForm) -> bool:
@@ -87,22 +105,21 @@ def _shows_segment_timings(form: TranscriptionForm | TranslationForm) -> bool:
 
 async def _answer(
     state: AppState,
+    cleanups: contextlib.AsyncExitStack,
     form: TranscriptionForm | TranslationForm,
     options: DecodeOptions,
     granularities: set[TimestampGranularity],
 ) -> Response:
     model_id = stt_model_id(form.model, state.settings)
     lease = await state.models.acquire(STT_KIND, model_id)
+    cleanups.callback(lease.release)
     transcription = Transcription(lease.model, form.file.file, options, state.settings.whisper)
     # Decoding and inference run in the pool, one segment per step; closing stops them.
     segments = state.pool.iterate(transcription.segments)
+    cleanups.push_async_callback(segments.aclose)  # type: ignore[attr-defined]
     if form.stream:
-        return await _stream(segments, lease)
-    try:
-        async with contextlib.aclosing(segments):
-            collected = [segment async for segment in segments]
-    finally:
-        lease.release()
+        return await _stream(segments)
+    collected = [segment async for segment in segments]
     return _render(form, transcription, collected, granularities)
 
 
@@ -132,16 +149,11 @@ def _render(
             return JSONResponse(formats.to_json(segments, transcription.duration).model_dump(mode="json"))
 
 
-async def _stream(segments: AsyncIterator[Segment], lease: Lease[Any]) -> StreamingResponse:
-    """Server-sent text deltas, one per decoded segment, then the full text. Holds `lease` to the end."""
-    try:
-        # Wait for the first segment so that errors found early (audio that does not decode, a full
-        # queue) still answer with their HTTP status rather than inside a 200 stream.
-        first = await anext(segments, None)
-    except BaseException:
-        await segments.aclose()  # type: ignore[attr-defined]
-        lease.release()
-        raise
+async def _stream(segments: AsyncIterator[Segment]) -> StreamingResponse:
+    """Server-sent text deltas, one per decoded segment, then the full text."""
+    # Wait for the first segment so that errors found early (audio that does not decode, a full
+    # queue) still answer with their HTTP status rather than inside a 200 stream.
+    first = await anext(segments, None)
 
     async def events() -> AsyncIterator[str]:
         joiner = formats.TextJoiner()
@@ -160,9 +172,6 @@ async def _stream(segments: AsyncIterator[Segment], lease: Lease[Any]) -> Stream
             yield formats.sse_error(
                 ApiError("The transcription failed on the server; it has been logged.", status_code=500)
             )
-        finally:
-            await segments.aclose()  # type: ignore[attr-defined]
-            lease.release()
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -126,7 +126,7 @@ def temperature_schedule(start: float) -> list[float]:
 class Transcription:
     """One upload's transcription. Iterate `segments()` (blocking) for faster-whisper `Segment`s.
 
-    `language` (a code) is known once the first segment is out, `duration` once the last one is.
+    `language` (a code) is known once the first window is decoded, `duration` once the last one is.
     """
 
     def __init__(self, model: WhisperModel, audio: AudioSource, options: DecodeOptions, config: WhisperConfig) -> None:
@@ -205,8 +205,9 @@ class Transcription:
             )
         else:
             segments, info = self.model.transcribe(window, vad_filter=bool(options.vad_filter), **common)
-        if self.language is None:
-            # Detected on the first window; later windows keep it, so one upload has one language.
+        if self.windows == 1:
+            # Later windows keep the first one's language (detected, or the model's own: an English-only
+            # model writes English whatever was asked), so one upload has one language.
             self.language = info.language
         return segments
 
