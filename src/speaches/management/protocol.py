@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
+from speaches.models.sources import MODEL_ID_PATTERN
+
 Kind = Literal["stt", "tts"]
+
+ModelIdPath = Annotated[
+    str,
+    Path(
+        pattern=MODEL_ID_PATTERN,
+        description=(
+            "A model id: a Hugging Face repo id (`Systran/faster-whisper-base`), a folder under MODELS_DIR, "
+            "a piper voice (`en_US-joe-medium`) or an alias (`whisper-1`, `tts-1`)."
+        ),
+        examples=["Systran/faster-whisper-tiny.en"],
+    ),
+]
 
 
 class LoadedModelInfo(BaseModel):

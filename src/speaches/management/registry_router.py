@@ -12,7 +12,7 @@ import time
 from fastapi import APIRouter, Query, Response
 
 from speaches.errors import ConflictError, error_responses
-from speaches.management.protocol import DeletedModel, DownloadedModel, Kind, RegistryList
+from speaches.management.protocol import DeletedModel, DownloadedModel, Kind, ModelIdPath, RegistryList
 from speaches.management.registry import delete_cached_model, list_registry, managed_model, pull_model
 from speaches.state import State
 
@@ -27,7 +27,7 @@ router = APIRouter(tags=["models"])
         **error_responses(400, 404, 409),
     },
 )
-async def download_model(model_id: str, state: State, response: Response) -> DownloadedModel:
+async def download_model(model_id: ModelIdPath, state: State, response: Response) -> DownloadedModel:
     """Download a model into the Hugging Face cache: 201 when downloaded, 200 when it was here already."""
     model = managed_model(model_id, state.settings)
     pulled = await asyncio.to_thread(pull_model, model, state.settings)
@@ -44,7 +44,7 @@ async def download_model(model_id: str, state: State, response: Response) -> Dow
 
 
 @router.delete("/v1/models/{model_id:path}", responses=error_responses(400, 404, 409))
-async def delete_model(model_id: str, state: State) -> DeletedModel:
+async def delete_model(model_id: ModelIdPath, state: State) -> DeletedModel:
     """Remove a model from the Hugging Face cache (409 while it is loaded: unload it first)."""
     model = managed_model(model_id, state.settings)
     if any((status.kind, status.model_id) == (model.kind, model.model_id) for status in state.models.status()):

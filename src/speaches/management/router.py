@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from speaches.errors import ConflictError, error_responses
-from speaches.management.protocol import LoadedModelInfo, LoadedModelList, UnloadedModel
+from speaches.management.protocol import LoadedModelInfo, LoadedModelList, ModelIdPath, UnloadedModel
 from speaches.management.registry import ManagedModel, managed_model
 from speaches.management.registry_router import router as registry_router
 from speaches.models.manager import ModelManager, ModelStatus
@@ -39,7 +39,7 @@ async def loaded_models(state: State) -> LoadedModelList:
 
 
 @router.post("/api/ps/{model_id:path}", tags=["models"], status_code=201, responses=error_responses(400, 404, 409))
-async def load_model(model_id: str, state: State) -> LoadedModelInfo:
+async def load_model(model_id: ModelIdPath, state: State) -> LoadedModelInfo:
     """Load a model now (201); 409 if it is loaded already. Its TTL starts right away."""
     model = managed_model(model_id, state.settings)
     if state.models.is_loaded(model.kind, model.model_id):
@@ -53,7 +53,7 @@ async def load_model(model_id: str, state: State) -> LoadedModelInfo:
 
 
 @router.delete("/api/ps/{model_id:path}", tags=["models"], responses=error_responses(400, 404, 409))
-async def unload_model(model_id: str, state: State) -> UnloadedModel:
+async def unload_model(model_id: ModelIdPath, state: State) -> UnloadedModel:
     """Unload a model now; 404 if it is not loaded, 409 while requests use it (it then stays loaded)."""
     model = managed_model(model_id, state.settings)
     await state.models.unload(model.kind, model.model_id)

@@ -42,6 +42,8 @@ TTS_ALIASES = frozenset({"piper", "tts-1", "tts-1-hd"})
 WHISPER_FILE_PATTERNS = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+MODEL_ID_PATTERN = _REPO_ID.pattern
+"""What a model id looks like (a repo id or a folder under MODELS_DIR), for API schemas."""
 _VOICE_NAME = re.compile(r"^(?P<lang>[a-z]{2,3}_[A-Z]{2})-(?P<name>[\w]+)-(?P<quality>x_low|low|medium|high)$")
 
 
