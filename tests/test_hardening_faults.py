@@ -373,20 +373,26 @@ def test_sigterm_lets_the_running_request_finish_then_exits_0() -> None:
         server.stop()
 
 
-def test_sigterm_cuts_requests_that_outlast_the_grace_period(long_speech_wav: bytes) -> None:
+def test_sigterm_cuts_requests_that_outlast_the_grace_period() -> None:
+    # 80 s of speech: about 8 s of work on an idle machine, against a grace period of 1 s.
+    jfk = decode_audio(AUDIO_DIR / "jfk.flac")
+    audio = wav_bytes(np.tile(np.concatenate([english_licence_reading(), jfk]), 2))
     env = {"WHISPER__USE_BATCHED_MODE": "false", "PRELOAD_MODELS": TINY_EN, "SHUTDOWN_GRACE_SECONDS": "1"}
     server = Server(env).start()
     try:
         wait_for(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, 120, "preloaded model")
-        thread, outcome = _transcribe_in_thread(server, long_speech_wav)
+        thread, outcome = _transcribe_in_thread(server, audio)
         wait_for(lambda: metric(server, "speaches_inference_running") >= 1, 30, "the transcription to start")
         assert server.process is not None
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(30) == 0, server.logs()
-        # The grace second, then at most the inference step in flight (one segment), then exit.
-        assert time.monotonic() - signalled < 10
+        # The grace second, then the inference step in flight (a segment: seconds, more on a loaded
+        # machine), then exit: the process waits for that thread, which cannot be interrupted.
+        assert server.process.wait(45) == 0, server.logs()
+        took = time.monotonic() - signalled
         thread.join(30)
+        # Cut, not finished: the client saw its connection end without an answer.
         assert "error" in outcome or outcome.get("status", 0) >= 500, outcome
+        print(f"exited {took:.1f} s after SIGTERM")
     finally:
         server.stop()
