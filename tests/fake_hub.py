@@ -155,6 +155,7 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str]] = []
         self._voices: dict[str, Any] = {}
+        self._gates: dict[str, threading.Event] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -247,6 +248,17 @@ class FakeHub:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def hold(self, filename: str) -> threading.Event:
+        """Make downloads (GET) of files with this name wait until the returned event is set (at most
+        HF_HUB_DOWNLOAD_TIMEOUT, 10 s by default, or huggingface_hub gives up)."""
+        gate = self._gates[filename] = threading.Event()
+        return gate
+
+    def _wait_at_gate(self, filename: str) -> None:
+        gate = self._gates.get(filename.rsplit("/", 1)[-1])
+        if gate is not None:
+            gate.wait(timeout=120)
+
     def downloads_of(self, filename: str) -> int:
         """How many GET requests fetched a file with this name (any repo)."""
         return sum(
@@ -337,6 +349,8 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if file is None:
                 self._error(HTTPStatus.NOT_FOUND, "Entry not found", code="EntryNotFound", commit=repo.sha)
                 return
+            if send_body:  # before any byte: huggingface_hub gives up on a body that stalls for 10 s
+                hub._wait_at_gate(filename)
             self.send_response(HTTPStatus.OK)
             self.send_header("X-Repo-Commit", repo.sha)
             self.send_header("ETag", f'"{file.etag}"')
