@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speaches.audio import SpeechResponseFormat
 from speaches.models.sources import PIPER_REPO_ID
@@ -73,6 +73,18 @@ class CreateSpeechRequest(BaseModel):
     @property
     def voice_name(self) -> str | None:
         return self.voice.id if isinstance(self.voice, VoiceReference) else self.voice
+
+    @field_validator("model", "input", "voice")
+    @classmethod
+    def _no_lone_surrogates(cls, value: object) -> object:
+        # JSON may escape half a UTF-16 pair ("\ud800"); no phonemizer, file name or encoder takes it.
+        text = value.id if isinstance(value, VoiceReference) else value
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("it holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text") from None
+        return value
 
 
 class SpeechUsage(BaseModel):
