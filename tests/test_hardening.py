@@ -134,6 +134,7 @@ def test_websocket_with_the_key_gets_past_the_check(locked_server: Server, how: 
     with opened as websocket:
         assert websocket.response is not None
         assert websocket.response.status_code == 101
+        assert re.fullmatch(r"[0-9a-f]{32}", websocket.response.headers["x-request-id"])
 
 
 # --- CORS ---
