@@ -15,11 +15,11 @@ from speaches.errors import APP_ERROR_RESPONSES, ApiError, install_error_handler
 from speaches.inference import InferencePool
 from speaches.live.router import router as live_router
 from speaches.management.models_router import router as models_router
+from speaches.management.registry import managed_model
 from speaches.management.router import router as management_router
 from speaches.metrics import router as metrics_router
 from speaches.middleware import install_middleware
 from speaches.models.manager import ModelManager
-from speaches.models.sources import model_kind_of
 from speaches.request_id import install_request_id_logging
 from speaches.speech.piper import piper_voice_kind
 from speaches.speech.router import router as speech_router
@@ -73,9 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _preload(state: AppState) -> None:
     for model_id in state.settings.preload_models:
-        kind = model_kind_of(model_id, state.settings)
         try:
-            await state.models.load(kind, model_id)
+            # The same key a request uses (aliases resolved), or the preloaded copy would go unused.
+            model = managed_model(model_id, state.settings, param="PRELOAD_MODELS")
+            await state.models.load(model.kind, model.model_id)
         except ApiError as error:
             logger.error("preloading %s failed: %s", model_id, error.message)
             state.preload_errors.append(f"{model_id}: {error.message}")

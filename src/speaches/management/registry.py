@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speaches.config import Settings
+from speaches.config import OPENAI_VOICE_NAMES, Settings
 from speaches.errors import ConflictError, ModelNotFoundError, NotFoundError
 from speaches.management.protocol import Kind, RegistryModel
 from speaches.models.sources import (
@@ -53,7 +53,10 @@ class ManagedModel:
 
 
 def managed_model(model_id: str, settings: Settings, *, param: str = "model_id") -> ManagedModel:
-    """The manager entry an id names: `whisper-1` -> the default whisper model, `tts-1` -> the default voice."""
+    """The manager entry an id names, as requests name it: `whisper-1` -> the default whisper model,
+    `tts-1` (or `piper`) and OpenAI voice names (`alloy`, ...) -> the piper voice they stand for."""
+    if model_id in settings.tts_voice_aliases or model_id.lower() in OPENAI_VOICE_NAMES:
+        return ManagedModel("tts", settings.voice_for(model_id))
     kind = model_kind_of(model_id, settings)
     if kind == "tts":
         if model_id in TTS_ALIASES or model_id == PIPER_REPO_ID:

@@ -199,7 +199,9 @@ class ModelManager:
         if entry is None or entry.state is State.UNLOADING:
             raise NotFoundError(f"The model '{model_id}' is not loaded.", param="model_id", code="model_not_loaded")
         if entry.state is State.LOADING:
-            raise ConflictError(f"The model '{model_id}' is still loading; try again when it is loaded.")
+            raise ConflictError(
+                f"The model '{model_id}' is still loading; try again when it is loaded.", code="model_loading"
+            )
         if entry.refs > 0:
             raise ConflictError(
                 f"The model '{model_id}' is in use by {entry.refs} request(s); it stays loaded. "
