@@ -363,7 +363,8 @@ def keep_large_allocations_returnable() -> None:
     measured on faster-whisper-base, every load/unload cycle kept 40-90 MB more. A fixed threshold
     (any explicit M_MMAP_THRESHOLD turns the adjustment off) keeps blocks of 4 MiB and more in their
     own mappings, returned on free, and keeps the trim threshold at its 128 KiB default. Measured
-    cost: about 2 % more CPU time in transcription. `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+    cost in transcription: about a tenth more system time (page faults), total CPU time within noise.
+    `MALLOC_MMAP_THRESHOLD_` in the environment wins.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
