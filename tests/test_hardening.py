@@ -273,6 +273,12 @@ def test_metrics_count_audio_seconds_and_model_loads(server: Server) -> None:
     before = httpx.get(f"{server.url}/metrics").text
     client.audio.transcriptions.create(model=TINY_EN, file=(AUDIO_DIR / "jfk.flac").open("rb"))
     speech = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there.", response_format="pcm")
+    live_url = server.url.replace("http://", "ws://") + f"/v1/audio/transcriptions?model={TINY_EN}"
+    with connect(live_url, open_timeout=30) as websocket:
+        websocket.send(bytes(2 * 16_000 * 3))  # three seconds of silence
+        websocket.send('{"type": "end"}')
+        for _message in websocket:
+            pass
     after = httpx.get(f"{server.url}/metrics").text
 
     def grew(name: str, **labels: str) -> float:
@@ -281,6 +287,7 @@ def test_metrics_count_audio_seconds_and_model_loads(server: Server) -> None:
     assert grew("speaches_audio_seconds_total", kind="transcription") == pytest.approx(11.0, abs=0.1)
     # pcm is 24 kHz 16-bit mono: the speech counted is the speech sent.
     assert grew("speaches_audio_seconds_total", kind="speech") == pytest.approx(len(speech.content) / 48_000, rel=0.05)
+    assert grew("speaches_audio_seconds_total", kind="live") == pytest.approx(3.0)
     assert _sample(after, "speaches_models_loaded", kind="stt") >= 1
     assert _sample(after, "speaches_model_loads_total", kind="stt") >= 1
     assert grew("speaches_http_requests_total", method="POST", route="/v1/audio/transcriptions", status="200") == 1

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.datastructures import QueryParams
 
+from speaches import metrics
 from speaches.config import Settings
 from speaches.errors import ApiError, InvalidRequestError
 from speaches.inference import PoolBusyError
@@ -141,6 +142,7 @@ class LiveConnection:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            metrics.record_audio_seconds("live", transcriber.received_seconds)
 
     async def _receive(self, transcriber: LiveTranscriber) -> None:
         max_frame = self._settings.live_max_frame_bytes
