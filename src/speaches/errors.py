@@ -91,10 +91,12 @@ def shorten(value: str, limit: int = 200) -> str:
 
 class ModelNotFoundError(NotFoundError):
     def __init__(self, model_id: str, *, param: str = "model", hint: str = "") -> None:
-        message = f"The model '{shorten(model_id)}' does not exist or is not available on this server."
+        # A piper voice is named by `voice`; say so, so the message matches what the client sent.
+        what = "voice" if param == "voice" else "model"
+        message = f"The {what} '{shorten(model_id)}' does not exist or is not available on this server."
         if hint:
             message = f"{message} {hint}"
-        super().__init__(message, param=param, code="model_not_found")
+        super().__init__(message, param=param, code=f"{what}_not_found")
         self.model_id = model_id
 
 

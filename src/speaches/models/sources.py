@@ -79,7 +79,7 @@ def check_model_id(model_id: str, settings: Settings, *, param: str = "model") -
         if ".." in Path(model_id).parts:
             raise InvalidRequestError("A model path may not contain '..'.", param=param, code="invalid_model_id")
         return
-    if not _REPO_ID.match(model_id) or ".." in model_id.split("/") or model_id.startswith("."):
+    if not _REPO_ID.fullmatch(model_id) or ".." in model_id.split("/") or model_id.startswith("."):
         raise InvalidRequestError(
             f"'{model_id}' is not a valid model id: use a Hugging Face repo id like "
             "'Systran/faster-whisper-base' (letters, digits, '-', '_', '.', one '/').",
