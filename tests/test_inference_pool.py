@@ -81,7 +81,7 @@ async def test_iterate_closes_the_iterator_when_the_consumer_stops_early() -> No
             taken.append(number)
             if len(taken) == 3:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return taken
 
     assert await take_three() == [0, 1, 2]
@@ -124,4 +124,44 @@ async def test_iterate_closes_the_iterator_when_cancelled_mid_step() -> None:
     assert closed.is_set()
     await asyncio.sleep(0.05)
     assert pool.running == 0
+    pool.shutdown()
+
+
+async def test_on_finished_waits_for_the_step_in_flight() -> None:
+    """A model lease released in on_finished is never given back while a thread still uses it."""
+    pool = InferencePool(concurrency=1, max_queued=4)
+    step_started = threading.Event()
+    finish_step = threading.Event()
+    finished = asyncio.Event()
+
+    def slow() -> Iterator[int]:
+        step_started.set()
+        finish_step.wait(5)
+        yield 1
+
+    async def consume() -> None:
+        async for _ in pool.iterate(slow, on_finished=finished.set):
+            pass
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.get_running_loop().run_in_executor(None, step_started.wait, 5)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await asyncio.sleep(0.1)
+    assert not finished.is_set()
+    finish_step.set()
+    await asyncio.wait_for(finished.wait(), 5)
+    assert pool.running == 0
+    pool.shutdown()
+
+
+async def test_on_finished_runs_when_iteration_never_started() -> None:
+    pool = InferencePool(concurrency=1, max_queued=4)
+    finished: list[bool] = []
+    stream = pool.iterate(lambda: iter([1, 2]), on_finished=lambda: finished.append(True))
+    await stream.aclose()
+    await stream.aclose()
+    assert finished == [True]
+    assert [item async for item in stream] == []
     pool.shutdown()

@@ -83,12 +83,14 @@ def test_requests_abandoned_by_their_clients_stop_decoding() -> None:
             assert "transcript.text.delta" in first
         # The client has gone; with one slot, this request runs only once the stream's work stopped.
         assert word_error_rate(JFK_TEXT, transcribe_jfk(sdk(server))) <= 0.05
-        wait_for_log(server, UNLOADED, count=2)
+        # Idle again, every load has been unloaded. (Whether the next request reused the model
+        # depends on timing: the abandoned request keeps its lease until its step in flight ends.)
+        wait_for_log(server, UNLOADED, count=logged(server, LOADED))
 
         with (AUDIO_DIR / "multilingual.mp3").open("rb") as audio, contextlib.suppress(httpx.ReadTimeout):
             httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": audio}, data=long_request, timeout=1.5)
         assert word_error_rate(JFK_TEXT, transcribe_jfk(sdk(server))) <= 0.05
-        wait_for_log(server, UNLOADED, count=4)
+        wait_for_log(server, UNLOADED, count=logged(server, LOADED))
 
         logs = server.logs()
         assert logs.count("transcribed 11.0 s of audio") == 2, logs

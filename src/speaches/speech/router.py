@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import cast
 
 from fastapi import APIRouter
 from starlette.responses import StreamingResponse
@@ -50,25 +49,21 @@ async def create_speech(request: CreateSpeechRequest, state: State) -> Streaming
     voice_id = resolve_voice(request, settings)
     lease = await state.models.acquire(TTS_KIND, voice_id)
     usage = SynthesisUsage()
-    chunks = cast(
-        AsyncGenerator[bytes, None],
-        state.pool.iterate(
-            lambda: synthesize_speech(
-                lease.model,
-                request.input,
-                response_format=request.response_format,
-                speed=request.speed,
-                sample_rate=request.sample_rate,
-                usage=usage,
-            )
+    chunks = state.pool.iterate(
+        lambda: synthesize_speech(
+            lease.model,
+            request.input,
+            response_format=request.response_format,
+            speed=request.speed,
+            sample_rate=request.sample_rate,
+            usage=usage,
         ),
+        # The voice goes back only once no thread synthesizes with it any more.
+        on_finished=lease.release,
     )
 
     async def finish() -> None:
-        try:
-            await chunks.aclose()  # stops the synthesis at its next sentence if it is still running
-        finally:
-            lease.release()
+        await chunks.aclose()  # stops the synthesis at its next sentence if it is still running
 
     try:
         # Wait for the first audio before answering, so a full queue (429) or a failing synthesis

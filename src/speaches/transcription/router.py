@@ -112,11 +112,15 @@ async def _answer(
 ) -> Response:
     model_id = stt_model_id(form.model, state.settings)
     lease = await state.models.acquire(STT_KIND, model_id)
-    cleanups.callback(lease.release)
-    transcription = Transcription(lease.model, form.file.file, options, state.settings.whisper)
-    # Decoding and inference run in the pool, one segment per step; closing stops them.
-    segments = state.pool.iterate(transcription.segments)
-    cleanups.push_async_callback(segments.aclose)  # type: ignore[attr-defined]
+    try:
+        transcription = Transcription(lease.model, form.file.file, options, state.settings.whisper)
+    except BaseException:
+        lease.release()
+        raise
+    # Decoding and inference run in the pool, one segment per step; closing stops them. The lease
+    # goes back only when no thread uses the model any more, so an unload never races a step.
+    segments = state.pool.iterate(transcription.segments, on_finished=lease.release)
+    cleanups.push_async_callback(segments.aclose)
     if form.stream:
         return await _stream(segments)
     collected = [segment async for segment in segments]
