@@ -241,6 +241,12 @@ def summarize(stats: Stats, duration: float, clients: int) -> dict[str, Any]:
             "end": round(end / 2**20, 1),
             "max": round(max(rss for _, rss in stats.rss) / 2**20, 1),
             "growth_after_warm_up": round(end / warm - 1, 3),
+            # The trend, not one sample: the highest reading in each minute of the run.
+            "max_per_minute": [
+                round(max(rss for at, rss in stats.rss if minute * 60 <= at < (minute + 1) * 60) / 2**20, 1)
+                for minute in range(int(stats.rss[-1][0] // 60) + 1)
+                if any(minute * 60 <= at < (minute + 1) * 60 for at, _ in stats.rss)
+            ],
         },
         "cpu_count": os.cpu_count(),
     }
