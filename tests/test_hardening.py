@@ -319,3 +319,25 @@ async def test_an_unexpected_failure_is_a_500_in_the_error_shape_with_the_reques
     assert response.json()["error"]["type"] == "server_error"
     assert "deliberate" not in response.text  # internals stay in the log
     assert response.headers["x-request-id"] == "boom-1"
+
+
+def test_streamed_bodies_over_the_limit_get_413_whatever_the_endpoint() -> None:
+    """Chunked bodies (no Content-Length) are cut off at the limit, even mid-parse, with 413 not 400."""
+    with running_server({"MAX_UPLOAD_BYTES": "100000"}) as small:
+
+        def body(head: bytes, filler: bytes) -> Iterator[bytes]:
+            yield head
+            for _ in range(20):
+                yield filler * 10_000
+
+        multipart_head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for path, head, filler, content_type in [
+            ("/v1/audio/transcriptions", multipart_head, b"\0", "multipart/form-data; boundary=x"),
+            ("/v1/audio/translations", multipart_head, b"\0", "multipart/form-data; boundary=x"),
+            ("/v1/audio/speech", b'{"model": "tts-1", "input": "', b"a", "application/json"),
+        ]:
+            response = httpx.post(
+                f"{small.url}{path}", content=body(head, filler), headers={"content-type": content_type}
+            )
+            assert assert_error_shape(response, 413)["code"] == "request_too_large"
+        assert httpx.get(f"{small.url}/health").status_code == 200

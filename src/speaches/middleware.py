@@ -49,27 +49,33 @@ class BodySizeLimitMiddleware:
                     return
         received = 0
         response_started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    # Answer 413 here and now, then tell the app the client is gone: raising instead
+                    # would reach the app's body parser, which turns any failure into its own 400.
+                    refused = True
+                    if not response_started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if refused:
+                return  # the client has its 413; the app's answer to a cut-off body is dropped
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError:
-            if not response_started:
-                await self._refuse(send)
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
         limit_mb = self.max_bytes / (1024 * 1024)
@@ -89,10 +95,6 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class ApiKeyMiddleware:
