@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from openai import OpenAI
 from websockets.asyncio.client import connect
@@ -101,16 +102,22 @@ async def test_text_format_sends_the_whole_transcript(server: Server, jfk: bytes
 
 async def test_four_sessions_at_once_keep_their_own_audio(server: Server, jfk: bytes, lamp: bytes) -> None:
     jfk_tail = pcm_of(AUDIO_DIR / "jfk.flac", start_seconds=JFK_TAIL_START)
-    sessions = {
-        JFK_TEXT: jfk,
-        LAMP_TEXT: lamp,
-        JFK_TAIL_TEXT: jfk_tail,
-        f"{LAMP_TEXT} {JFK_TAIL_TEXT}": lamp + silence(0.5) + jfk_tail,
-    }
-    results = await asyncio.gather(*(stream(url(server), pcm, speed=1.0) for pcm in sessions.values()))
-    for reference, result in zip(sessions, results, strict=True):
+    delay = 1.5
+    sessions = [
+        (JFK_TEXT, jfk),
+        (LAMP_TEXT, lamp),
+        (JFK_TAIL_TEXT, jfk_tail),
+        (JFK_TEXT, silence(delay) + jfk),  # told apart from the first session by its word times
+    ]
+    results = await asyncio.gather(
+        *(stream(url(server, response_format="verbose_json"), pcm, speed=1.0) for _, pcm in sessions)
+    )
+    for (reference, _), result in zip(sessions, results, strict=True):
         assert_finished(result, reference)
         assert_grows(result)
+    first_word_starts = [next(delta["words"][0]["start"] for delta in r.deltas if delta["words"]) for r in results]
+    assert first_word_starts[0] < 0.5
+    assert first_word_starts[3] >= delay - 0.2
 
 
 async def test_odd_sized_frames_keep_samples_aligned(server: Server, jfk: bytes) -> None:
@@ -255,6 +262,14 @@ async def test_client_leaving_mid_stream_frees_the_pool(strict_server: Server, j
     result = await stream(url(strict_server), lamp, speed=8.0, headers=headers, time_limit=30)
     assert_finished(result, LAMP_TEXT)
     assert time.monotonic() - started < 15
+    # Every session released its model lease (the abandoned ones once their last step had finished).
+    async with httpx.AsyncClient(base_url=strict_server.url, headers=headers) as http:
+        for _ in range(50):
+            [tiny] = [model for model in (await http.get("/api/ps")).json()["models"] if model["id"] == TINY_EN]
+            if tiny["ref_count"] == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert tiny["ref_count"] == 0, tiny
     assert strict_server.alive()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,20 +45,22 @@ async def live_transcription(websocket: WebSocket, state: State) -> None:
         return
     try:
         language = request.language_for(lease.model.supported_languages, state.settings)
-        await connection.serve(
-            lambda publish: LiveTranscriber(
-                lease.model,
-                state.pool,
-                publish,
-                language=language,
-                min_chunk_seconds=state.settings.live_min_chunk_seconds,
-            ),
-            request.response_format,
-        )
     except ApiError as error:
-        await connection.refuse(error)
-    finally:
         lease.release()
+        await connection.refuse(error)
+        return
+    transcriber = LiveTranscriber(
+        lease.model,
+        state.pool,
+        connection.publisher(request.response_format),
+        language=language,
+        min_chunk_seconds=state.settings.live_min_chunk_seconds,
+    )
+    try:
+        await connection.serve(transcriber, request.response_format)
+    finally:
+        # A step abandoned by a client that left still runs in its thread; the model stays leased until it ends.
+        transcriber.after_current_step(lease.release)
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,18 @@ class LiveConnection:
         await self.send(protocol.error_message(error))
         await self.close(code, error.message)
 
-    async def serve(
-        self, make_transcriber: Callable[[Publish], LiveTranscriber], response_format: LiveResponseFormat
-    ) -> None:
-        """Run the session until the transcript is done or the client leaves."""
+    def publisher(self, response_format: LiveResponseFormat) -> Publish:
+        """The callback through which a transcriber sends its updates to this client."""
 
         async def publish(update: LiveUpdate) -> None:
             message = protocol.update_message(update, response_format)
             if message is not None:
                 await self.send(message)
 
-        transcriber = make_transcriber(publish)
+        return publish
+
+    async def serve(self, transcriber: LiveTranscriber, response_format: LiveResponseFormat) -> None:
+        """Run the session until the transcript is done or the client leaves."""
         worker = asyncio.create_task(self._transcribe(transcriber, response_format), name="live transcription")
         try:
             await self._receive(transcriber)

@@ -209,6 +209,7 @@ class LiveTranscriber:
         self._work = asyncio.Event()  # set when enough new audio has arrived, or at the end
         self._ended = False
         self._stepping = False
+        self._in_flight: asyncio.Future[Hypothesis] | None = None
         self._last_unconfirmed = ""
         self._heard_language: str | None = None  # what the latest step detected, while none is fixed
 
@@ -232,6 +233,18 @@ class LiveTranscriber:
     @property
     def text(self) -> str:
         return self._policy.confirmed_text
+
+    def after_current_step(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once no transcription step of this session is running any more (now, if none is).
+
+        For releasing the model lease after the session was cancelled: the step in flight still uses the model
+        in its pool thread until it finishes.
+        """
+        step = self._in_flight
+        if step is None or step.done():
+            callback()
+        else:
+            step.add_done_callback(lambda _step: callback())
 
     def feed(self, pcm: bytes) -> None:
         """Append a frame; wake the worker once `min_chunk_seconds` of audio is new since its last step."""
@@ -269,7 +282,12 @@ class LiveTranscriber:
         offset = self._buffer.start / SAMPLE_RATE
         self._transcribed_until = self._buffer.end
         prompt = self._policy.prompt(offset, max_chars=PROMPT_CHARS)
-        hypothesis = await self._pool.run(transcribe_buffer, self._model, audio, self._language, prompt)
+        # Shielded as a task of its own: when the session is cancelled the step still runs to its end in the
+        # pool, and `after_current_step` knows when the model is no longer in use.
+        step = asyncio.ensure_future(self._pool.run(transcribe_buffer, self._model, audio, self._language, prompt))
+        step.add_done_callback(_retrieve_exception)
+        self._in_flight = step
+        hypothesis = await asyncio.shield(step)
         confirmation = self._policy.insert(hypothesis.words, offset)
         if not self._language_given and confirmation.words:
             # Detecting the language again on every short buffer lets it flip; the first one that
@@ -308,3 +326,9 @@ class LiveTranscriber:
             cut = end - self._max_buffer_seconds / 2
         if cut is not None and cut > start:
             self._buffer.trim_to(round(cut * SAMPLE_RATE))
+
+
+def _retrieve_exception(future: asyncio.Future[Hypothesis]) -> None:
+    # A step abandoned by a cancelled session may fail with nobody awaiting it; that is not worth a warning.
+    if not future.cancelled():
+        future.exception()
