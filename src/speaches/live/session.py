@@ -200,7 +200,7 @@ class LiveTranscriber:
         self._pool = pool
         self._publish = publish
         self._language = language
-        self._language_given = language is not None
+        self._language_fixed = language is not None
         self._min_chunk_samples = max(1, round(min_chunk_seconds * SAMPLE_RATE))
         self._max_buffer_seconds = max_buffer_seconds
         self._buffer = PcmBuffer()
@@ -218,10 +218,6 @@ class LiveTranscriber:
         return self._ended
 
     @property
-    def received_seconds(self) -> float:
-        return self._buffer.end / SAMPLE_RATE
-
-    @property
     def buffer(self) -> PcmBuffer:
         return self._buffer
 
@@ -229,10 +225,6 @@ class LiveTranscriber:
     def caught_up(self) -> bool:
         """Whether every sample received so far has been through a finished step (and the buffer cut after it)."""
         return not self._stepping and self._buffer.end == self._transcribed_until
-
-    @property
-    def text(self) -> str:
-        return self._policy.confirmed_text
 
     def after_current_step(self, callback: Callable[[], object]) -> None:
         """Call `callback` once no transcription step of this session is running any more (now, if none is).
@@ -289,11 +281,11 @@ class LiveTranscriber:
         self._in_flight = step
         hypothesis = await asyncio.shield(step)
         confirmation = self._policy.insert(hypothesis.words, offset)
-        if not self._language_given and confirmation.words:
+        if not self._language_fixed and confirmation.words:
             # Detecting the language again on every short buffer lets it flip; the first one that
             # confirmed words is kept for the rest of the session.
             self._language = hypothesis.language
-            self._language_given = True
+            self._language_fixed = True
         self._heard_language = hypothesis.language
         await self._publish_confirmation(confirmation)
         self._trim(heard_words=bool(hypothesis.words), heard_until=self._transcribed_until)
