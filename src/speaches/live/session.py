@@ -218,6 +218,11 @@ class LiveTranscriber:
         return self._ended
 
     @property
+    def received_seconds(self) -> float:
+        """Seconds of audio received so far (the session's timeline)."""
+        return self._buffer.end / SAMPLE_RATE
+
+    @property
     def buffer(self) -> PcmBuffer:
         return self._buffer
 
