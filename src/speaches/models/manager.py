@@ -316,11 +316,13 @@ class ModelManager:
         try:
             if loaded is not None:
                 await asyncio.to_thread(_free_model, entry.kind, loaded)
-        finally:
             del loaded
+            await asyncio.to_thread(release_freed_memory)
+        finally:
+            # Forgotten only now: a request for the same model waits on this unload, so a reload
+            # starts once the memory is back, and the log always reads load, unload, load.
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
-            await asyncio.to_thread(release_freed_memory)
             metrics.record_model_unload(entry.kind.name)
             logger.info("unloaded %s model %s", entry.kind.name, entry.model_id)
 
