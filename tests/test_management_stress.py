@@ -331,6 +331,7 @@ def test_http_interleavings_end_consistent(models_dir: Path) -> None:
     state: dict[tuple[str, str], str] = {}
     for event, kind, model_id in LOG_LINE.findall(logs):
         previous = state.get((kind, model_id), "unloaded")
-        assert event != previous, f"{kind} {model_id} {event} twice in a row:\n{logs[-5000:]}"
+        history = [line for line in logs.splitlines() if f" model {model_id}" in line]
+        assert event != previous, f"{kind} {model_id} {event} twice in a row:\n" + "\n".join(history)
         state[(kind, model_id)] = event
     assert set(state.values()) == {"unloaded"}, state
