@@ -395,13 +395,18 @@ class _CodecSetup:
     codec: str
     bit_rate: int | None
     muxer_options: dict[str, str] = field(default_factory=dict)
+    codec_options: dict[str, str] = field(default_factory=dict)
 
 
 # Bit rates suit mono speech. flush_packets makes the muxer hand every packet to our sink at once
 # instead of filling a 32 KiB I/O buffer first, which is what makes the formats stream.
 _CODEC_SETUPS: Final[dict[str, _CodecSetup]] = {
     # No ID3 tag: the stream is bare MPEG frames, so chunks can be concatenated and played as they come.
-    "mp3": _CodecSetup("mp3", "libmp3lame", 64_000, {"id3v2_version": "0", "flush_packets": "1"}),
+    # LAME's quality 7 ("fast") encodes 14 s of speech in 61 ms instead of 102 ms (measured), which
+    # keeps whole-paragraph mp3 synthesis near raw piper's time; at 64 kb/s mono speech sounds the same.
+    "mp3": _CodecSetup(
+        "mp3", "libmp3lame", 64_000, {"id3v2_version": "0", "flush_packets": "1"}, {"compression_level": "7"}
+    ),
     # Ogg pages normally close once a second; 100 ms pages let the first audio out sooner, at a few
     # hundred bytes per second of page headers.
     "opus": _CodecSetup("ogg", "libopus", 32_000, {"page_duration": "100000", "flush_packets": "1"}),
@@ -654,6 +659,8 @@ class _ContainerBackend:
             self._stream: AudioStream = self._container.add_stream(setup.codec, rate=output_sample_rate, layout="mono")
             if setup.bit_rate is not None:
                 self._stream.codec_context.bit_rate = setup.bit_rate
+            if setup.codec_options:
+                self._stream.codec_context.options = setup.codec_options
         except BaseException:
             self._container.close()
             raise
