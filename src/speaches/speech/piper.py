@@ -25,6 +25,7 @@ from speaches.errors import ApiError, ModelLoadError
 from speaches.models.device import onnx_providers, resolve_device
 from speaches.models.manager import LoadedModel, ModelKind
 from speaches.models.sources import LocalModel, find_piper_voice, list_local_piper_voices
+from speaches.speech.protocol import VoiceObject
 from speaches.speech.tempo import change_tempo
 
 if TYPE_CHECKING:
@@ -69,24 +70,9 @@ def piper_voice_kind(settings: Settings) -> ModelKind[PiperVoice]:
 # --- the voice catalogue ---
 
 
-@dataclass(frozen=True)
-class VoiceInfo:
-    """What a voice's `.onnx.json` says about it, read without loading the model."""
-
-    voice_id: str
-    name: str
-    language: str
-    language_name: str | None
-    quality: str
-    sample_rate: int
-    num_speakers: int
-    source: str
-    aliases: list[str]
-
-
-def list_voices(settings: Settings) -> list[VoiceInfo]:
+def list_voices(settings: Settings) -> list[VoiceObject]:
     """Every voice usable without a download (blocking file reads). Unreadable configs are skipped."""
-    voices: list[VoiceInfo] = []
+    voices: list[VoiceObject] = []
     for local in list_local_piper_voices(settings):
         try:
             voices.append(read_voice_info(local, settings))
@@ -95,14 +81,14 @@ def list_voices(settings: Settings) -> list[VoiceInfo]:
     return voices
 
 
-def read_voice_info(local: LocalModel, settings: Settings) -> VoiceInfo:
+def read_voice_info(local: LocalModel, settings: Settings) -> VoiceObject:
     config = json.loads(Path(f"{local.path}.json").read_text(encoding="utf-8"))
     audio = config.get("audio", {})
     language = config.get("language", {})
     # Voice ids follow `<lang_REGION>-<name>-<quality>`; the config has the authoritative values.
     parts = local.model_id.split("-")
-    return VoiceInfo(
-        voice_id=local.model_id,
+    return VoiceObject(
+        id=local.model_id,
         name=str(config.get("dataset") or (parts[1] if len(parts) == 3 else local.model_id)),
         language=str(language.get("code") or (parts[0] if len(parts) == 3 else "")),
         language_name=language.get("name_english"),

@@ -14,14 +14,13 @@ from speaches.audio import SPEECH_RESPONSE_FORMATS, content_type_for
 from speaches.config import OPENAI_VOICE_NAMES, Settings
 from speaches.errors import InvalidRequestError, ModelNotFoundError, error_responses
 from speaches.models.sources import PIPER_REPO_ID, TTS_ALIASES, model_kind_of
-from speaches.speech.piper import TTS_KIND, SynthesisUsage, VoiceInfo, list_voices, synthesize_speech
+from speaches.speech.piper import TTS_KIND, SynthesisUsage, list_voices, synthesize_speech
 from speaches.speech.protocol import (
     CreateSpeechRequest,
     SpeechAudioDeltaEvent,
     SpeechAudioDoneEvent,
     SpeechUsage,
     VoiceList,
-    VoiceObject,
 )
 from speaches.state import State
 
@@ -91,7 +90,7 @@ async def create_speech(request: CreateSpeechRequest, state: State) -> Streaming
 async def get_voices(state: State) -> VoiceList:
     """The piper voices this server has, without loading any of them."""
     voices = await asyncio.to_thread(list_voices, state.settings)
-    return VoiceList(data=[voice_object(voice) for voice in voices])
+    return VoiceList(data=voices)
 
 
 def check_input(text: str, settings: Settings) -> None:
@@ -129,20 +128,6 @@ def resolve_voice(request: CreateSpeechRequest, settings: Settings) -> str:
             param="voice",
         )
     return request.model
-
-
-def voice_object(voice: VoiceInfo) -> VoiceObject:
-    return VoiceObject(
-        id=voice.voice_id,
-        name=voice.name,
-        language=voice.language,
-        language_name=voice.language_name,
-        quality=voice.quality,
-        sample_rate=voice.sample_rate,
-        num_speakers=voice.num_speakers,
-        source=voice.source,
-        aliases=voice.aliases,
-    )
 
 
 async def audio_bytes(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
