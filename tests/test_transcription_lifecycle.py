@@ -143,8 +143,9 @@ def test_long_audio_is_transcribed_in_windows_with_timestamps_of_the_whole_file(
     words = result.words
     assert all(0 <= word.start <= word.end <= result.duration for word in words)
     assert [word.start for word in words] == sorted(word.start for word in words)
-    # Each repetition starts with "And", 12 s after the one before, in both windows.
-    repetition_starts = [word.start for word in words if word.word.strip(",.").lower() == "and"]
-    assert len(repetition_starts) == 6, repetition_starts
-    for index, start in enumerate(repetition_starts):
-        assert abs(start - 12 * index) < 1.5, repetition_starts
+    # The repetitions lie 12 s apart, in both windows: each repetition's 12 s span must hold most of
+    # its 22 words, so the second window's times were shifted to the whole file. (Which words Whisper
+    # writes for a repeated clip varies, "And so" is sometimes dropped, so the check counts words.)
+    for index in range(6):
+        in_repetition = [word for word in words if 12 * index - 0.5 <= word.start < 12 * index + 11.5]
+        assert len(in_repetition) >= 15, (index, [(word.word, word.start) for word in words])
