@@ -10,6 +10,7 @@ import webvtt
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.transcribe import Segment, Word
 
+from speaches import sse
 from speaches.errors import InvalidRequestError, NotFoundError
 from speaches.transcription import formats
 from speaches.transcription.protocol import LANGUAGE_NAMES, TextDeltaEvent, language_code, language_name
@@ -188,12 +189,12 @@ def test_translation_reports_english_the_language_of_its_text() -> None:
 
 
 def test_sse_events_are_single_data_lines() -> None:
-    event = formats.sse_event(TextDeltaEvent(delta="two\nlines"))
+    event = sse.sse_event(TextDeltaEvent(delta="two\nlines"))
     assert event.startswith("data: ")
     assert event.endswith("\n\n")
     assert event.count("\n") == 2  # JSON escapes the newline inside the delta
     assert json.loads(event.removeprefix("data: ")) == {"type": "transcript.text.delta", "delta": "two\nlines"}
-    error = formats.sse_error(NotFoundError("gone", param="model"))
+    error = sse.sse_error(NotFoundError("gone", param="model"))
     assert json.loads(error.removeprefix("data: "))["error"] == {
         "message": "gone",
         "type": "not_found_error",

@@ -22,6 +22,7 @@ from speaches.speech.protocol import (
     SpeechUsage,
     VoiceList,
 )
+from speaches.sse import sse_event
 from speaches.state import State
 
 router = APIRouter(tags=["speech"])
@@ -139,15 +140,11 @@ async def audio_bytes(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerato
 
 async def sse_events(first: bytes, rest: AsyncIterator[bytes], usage: SynthesisUsage) -> AsyncGenerator[bytes, None]:
     async for chunk in audio_bytes(first, rest):
-        yield sse_event(SpeechAudioDeltaEvent(audio=base64.b64encode(chunk).decode("ascii")))
+        yield sse_event(SpeechAudioDeltaEvent(audio=base64.b64encode(chunk).decode("ascii"))).encode()
     done = SpeechUsage(
         input_tokens=usage.phoneme_ids, output_tokens=usage.frames, total_tokens=usage.phoneme_ids + usage.frames
     )
-    yield sse_event(SpeechAudioDoneEvent(usage=done))
-
-
-def sse_event(event: SpeechAudioDeltaEvent | SpeechAudioDoneEvent) -> bytes:
-    return f"data: {event.model_dump_json()}\n\n".encode()
+    yield sse_event(SpeechAudioDoneEvent(usage=done)).encode()
 
 
 class ClosingStreamingResponse(StreamingResponse):

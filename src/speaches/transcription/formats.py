@@ -6,13 +6,9 @@ Pure functions of their inputs, no I/O. Segments are faster-whisper's own `Segme
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from speaches.errors import ApiError
 from speaches.transcription.protocol import (
     DurationUsage,
     Segment,
@@ -157,15 +153,3 @@ def to_vtt(segments: Iterable[WhisperSegment]) -> str:
         for start, end, text in _cues(segments)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
-
-
-# --- server-sent events ---
-
-
-def sse_event(event: BaseModel) -> str:
-    return f"data: {event.model_dump_json()}\n\n"
-
-
-def sse_error(error: ApiError) -> str:
-    """An error after the stream started: the `openai` SDK raises it as an APIError."""
-    return f"data: {json.dumps(error.body())}\n\n"

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from speaches.errors import ApiError, error_responses
+from speaches.sse import sse_error, sse_event
 from speaches.state import AppState, State
 from speaches.transcription import formats
 from speaches.transcription.protocol import (
@@ -161,18 +162,16 @@ async def _stream(segments: AsyncIterator[Segment]) -> StreamingResponse:
         try:
             if first is not None:
                 if delta := joiner.add(first.text):
-                    yield formats.sse_event(TextDeltaEvent(delta=delta))
+                    yield sse_event(TextDeltaEvent(delta=delta))
                 async for segment in segments:
                     if delta := joiner.add(segment.text):
-                        yield formats.sse_event(TextDeltaEvent(delta=delta))
-            yield formats.sse_event(TextDoneEvent(text=joiner.text))
+                        yield sse_event(TextDeltaEvent(delta=delta))
+            yield sse_event(TextDoneEvent(text=joiner.text))
         except ApiError as error:
-            yield formats.sse_error(error)
+            yield sse_error(error)
         except Exception:
             logger.exception("streamed transcription failed")
-            yield formats.sse_error(
-                ApiError("The transcription failed on the server; it has been logged.", status_code=500)
-            )
+            yield sse_error(ApiError("The transcription failed on the server; it has been logged.", status_code=500))
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
