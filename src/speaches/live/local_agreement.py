@@ -21,13 +21,19 @@ those whose audio may still be in the buffer). `insert` and `flush` return the n
 a caller that wants every word (for word timestamps, say) collects them itself.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import unicodedata
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from faster_whisper.transcribe import Word
+if TYPE_CHECKING:
+    # Only annotations: importing faster_whisper at start-up would load CTranslate2 into an idle server.
+    from faster_whisper.transcribe import Word
+
 
 # Characters that end a sentence in the scripts Whisper writes: Latin, CJK (ideographic and full/half-width
 # forms), Arabic and Urdu, Devanagari, Ethiopic, Armenian, and the Greek question mark (U+037E).

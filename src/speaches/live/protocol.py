@@ -17,13 +17,16 @@ Server to client, by `response_format`:
 from __future__ import annotations
 
 import json
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from faster_whisper.transcribe import Word
 from starlette import status
 
 from speaches.errors import ApiError, InvalidRequestError
 from speaches.live.session import LiveUpdate
+
+if TYPE_CHECKING:
+    # Only annotations: importing faster_whisper at start-up would load CTranslate2 into an idle server.
+    from faster_whisper.transcribe import Word
 
 LiveResponseFormat = Literal["text", "json", "verbose_json"]
 RESPONSE_FORMATS: Final[tuple[str, ...]] = get_args(LiveResponseFormat)

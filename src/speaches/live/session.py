@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from faster_whisper.transcribe import Word
 
 from speaches.inference import InferencePool
 from speaches.live.local_agreement import Confirmation, LocalAgreement
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
+    from faster_whisper.transcribe import Word
 
 logger = logging.getLogger(__name__)
 
