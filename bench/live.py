@@ -29,23 +29,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tests.helpers import AUDIO_DIR, JFK_TEXT, LAMP_TEXT, TINY_EN, running_server, word_error_rate
-from tests.live_client import FRAME_SECONDS, SAMPLE_RATE, float_to_pcm, live_url, stream
+from tests.helpers import AUDIO_DIR, JFK_TEXT, LAMP_TEXT, LICENCE_TEXT, TINY_EN, running_server, word_error_rate
+from tests.live.live_client import FRAME_SECONDS, SAMPLE_RATE, float_to_pcm, live_url, stream
 
-from speaches.audio import decode_audio
+from speaches.audio.decoding import decode_audio
 from speaches.config import Settings
+from speaches.models.catalog import Kind, ModelRef
 from speaches.transcription.whisper import load_whisper_model
 
 MEDIAN_TARGET_SECONDS = 2.0
 ENGLISH_PART_SECONDS = 30.3  # multilingual.mp3 turns to German at about 30.7 s
-# What the reader of multilingual.mp3 says: the MIT licence's first paragraph, without "(the "Software")".
-LICENCE_TEXT = (
-    "Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated "
-    "documentation files, to deal in the Software without restriction, including without limitation the rights to "
-    "use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to permit "
-    "persons to whom the Software is furnished to do so, subject to the following conditions: The above copyright "
-    "notice and this permission notice shall be included in all copies or substantial portions of the Software."
-)
+# The bench audio: the English part of multilingual.mp3, then jfk, then the lamp clip.
 REFERENCE = f"{LICENCE_TEXT} {JFK_TEXT} {LAMP_TEXT}"
 
 
@@ -84,7 +78,7 @@ async def live_run(url: str, pcm: bytes, speed: float) -> Run:
 
 
 def one_shot(model_id: str, audio: np.ndarray) -> tuple[str, float]:
-    model = load_whisper_model(model_id, Settings()).model
+    model = load_whisper_model(ModelRef(Kind.STT, model_id), Settings()).model
     started = time.perf_counter()
     segments, _info = model.transcribe(audio, language="en")
     text = "".join(segment.text for segment in segments)

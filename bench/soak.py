@@ -7,12 +7,20 @@ WebSocket session (the lamp clip streamed at four times real time). Every answer
 transcript against its reference (word error rate), the audio's size and type, the live session's
 final text. Traffic goes only to the server this script starts on 127.0.0.1.
 
-Reported: requests served, errors by kind (429s from the bounded queue are counted apart: they are
-the server protecting itself), latency percentiles per kind, and the server's resident memory sampled
-every few seconds: after warm-up (10% of the run), in the middle and at the end. Targets: no errors
-beyond deliberate 429s; memory at the end within 10% of memory after warm-up.
+A share of the clients (``--hostile``, default 10 of the 50) misbehave instead, each picking at random: a
+stalled reader (a long speech request whose answer it never reads, held until the server drops it), a
+flood (a 4 MiB JSON body, an upload declaring more than the upload limit, a burst of twenty model
+listings) or bad frames on a live session (a text frame of 100,000 `[`, a frame over the frame limit,
+a text frame that is no JSON). What they get is tallied apart and never counts as an error.
 
-Run from the repository root: ``uv run python -m bench.soak [--duration 600] [--clients 50]``.
+Reported: requests served, errors by kind for the well-behaved clients (429s from the bounded queue are
+counted apart: they are the server protecting itself), latency percentiles per kind, the worst latency
+of a /health probe sent every half second, and the server's resident memory sampled every few seconds:
+after warm-up (10% of the run), in the middle and at the end. Targets: no errors for well-behaved
+clients beyond deliberate 429s; memory at the end within 10% of memory after warm-up; /health always
+under 0.5 s.
+
+Run from the repository root: ``uv run python -m bench.soak [--duration 600] [--clients 50] [--hostile 10]``.
 The machine's CPU may be shared with other work: latencies then say as much about that as about us.
 """
 
@@ -23,7 +31,9 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -34,7 +44,7 @@ import httpx
 import websockets
 from tests.helpers import AUDIO_DIR, BASE, FRENCH_TRANSLATION, JFK_TEXT, LAMP_TEXT, TINY_EN, Server, word_error_rate
 
-from speaches.audio import decode_audio
+from speaches.audio.decoding import decode_audio
 
 VOICE = "en_US-joe-medium"
 SENTENCES = [
@@ -54,13 +64,18 @@ class Outcome:
     seconds: float
     status: str
     detail: str = ""
+    ended: float = 0.0
+    """time.monotonic() when the answer (or the failure) came."""
 
 
 @dataclass
 class Stats:
     outcomes: list[Outcome] = field(default_factory=list)
+    hostile: list[Outcome] = field(default_factory=list)
+    """What the misbehaving clients got: tallied, never errors."""
     rss: list[tuple[float, int]] = field(default_factory=list)
     """(seconds since start, resident bytes)"""
+    health_seconds: list[float] = field(default_factory=list)
 
 
 class Workload:
@@ -161,6 +176,119 @@ class Workload:
         return Outcome("live", wer <= MAX_WER, elapsed, "ok", "" if wer <= MAX_WER else f"WER {wer:.2f}: {final!r}")
 
 
+STALLED_TEXT = " ".join(
+    f"Sentence {index} of an answer nobody reads, long enough to fill every buffer." for index in range(24)
+)
+HOSTILE_WEIGHTS = {"stalled_reader": 2, "flood": 2, "bad_frames": 1}
+STALL_HOLD_SECONDS = 45.0
+
+
+class Hostile:
+    """Clients that misbehave: each method returns what the server did about it."""
+
+    def __init__(self, server_url: str, port: int) -> None:
+        self.url = server_url
+        self.port = port
+
+    async def stalled_reader(self, _client: httpx.AsyncClient, _rng: random.Random) -> Outcome:
+        request = {"model": "tts-1", "voice": VOICE, "input": STALLED_TEXT, "response_format": "pcm"}
+        body = json.dumps({**request, "sample_rate": 48000}).encode()
+        head = (
+            "POST /v1/audio/speech HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        started = time.perf_counter()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+            await asyncio.get_running_loop().sock_sendall(sock, head.encode() + body)
+            await asyncio.sleep(STALL_HOLD_SECONDS)  # and read nothing, ever
+        finally:
+            sock.close()
+        return Outcome("stalled_reader", True, time.perf_counter() - started, "held")
+
+    async def flood(self, client: httpx.AsyncClient, rng: random.Random) -> Outcome:
+        started = time.perf_counter()
+        which = rng.choice(["big_json", "declared_huge_upload", "listing_burst"])
+        if which == "big_json":
+            big = json.dumps({"model": "tts-1", "voice": VOICE, "input": "a" * (4 * 2**20)})
+            response = await client.post("/v1/audio/speech", content=big, headers={"Content-Type": "application/json"})
+            status = str(response.status_code)
+        elif which == "declared_huge_upload":
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            writer.write(
+                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: soak\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 999999999999\r\n\r\n"
+            )
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 30)
+            writer.close()
+            status = line.decode(errors="replace").split(" ")[1] if line else "closed"
+        else:
+            answers = await asyncio.gather(*(client.get("/v1/models") for _ in range(20)))
+            status = ",".join(sorted({str(answer.status_code) for answer in answers}))
+        return Outcome(f"flood_{which}", True, time.perf_counter() - started, status)
+
+    async def bad_frames(self, _client: httpx.AsyncClient, rng: random.Random) -> Outcome:
+        url = self.url.replace("http://", "ws://") + f"/v1/audio/transcriptions?model={TINY_EN}"
+        which = rng.choice(["brackets", "oversized", "not_json"])
+        frame: str | bytes = {"brackets": "[" * 100_000, "oversized": b"\0" * (2 * 2**20), "not_json": "{nope"}[which]
+        started = time.perf_counter()
+        status = "no-answer"
+        try:
+            async with websockets.connect(url, open_timeout=60, close_timeout=10, max_size=None) as websocket:
+                await websocket.send(frame)
+                raw = await asyncio.wait_for(websocket.recv(), 30)
+                status = str(json.loads(raw).get("type"))
+        except websockets.ConnectionClosed as closed:
+            status = f"closed-{closed.rcvd.code if closed.rcvd else 'none'}"
+        except (TimeoutError, OSError) as error:
+            status = type(error).__name__
+        return Outcome(f"bad_frames_{which}", True, time.perf_counter() - started, status)
+
+
+async def hostile_loop(index: int, hostile: Hostile, deadline: float, stats: Stats, seed: int) -> None:
+    rng = random.Random(seed * 7919 + index)
+    kinds = list(HOSTILE_WEIGHTS)
+    weights = [HOSTILE_WEIGHTS[kind] for kind in kinds]
+    async with httpx.AsyncClient(base_url=hostile.url, timeout=httpx.Timeout(120, connect=30)) as client:
+        while time.monotonic() < deadline:
+            kind = rng.choices(kinds, weights)[0]
+            started = time.perf_counter()
+            try:
+                outcome = await getattr(hostile, kind)(client, rng)
+            except Exception as error:
+                outcome = Outcome(kind, True, time.perf_counter() - started, type(error).__name__, str(error)[:200])
+            stats.hostile.append(outcome)
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+
+
+# The /health probe runs in a process of its own, so that what it measures is the server, not this
+# script's event loop, which is busy with fifty clients.
+_HEALTH_PROBE = """
+import json, sys, time, httpx
+url, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+seconds = []
+with httpx.Client(timeout=60) as client:
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        client.get(url + "/health")
+        seconds.append(time.perf_counter() - started)
+        time.sleep(0.5)
+print(json.dumps(seconds))
+"""
+
+
+async def probe_health(url: str, stats: Stats, deadline: float) -> None:
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HEALTH_PROBE, url, str(deadline - time.monotonic()), stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await probe.communicate()
+    stats.health_seconds.extend(json.loads(output))
+
+
 async def client_loop(index: int, workload: Workload, deadline: float, stats: Stats, seed: int) -> None:
     rng = random.Random(seed * 1000 + index)
     kinds = list(WEIGHTS)
@@ -174,23 +302,31 @@ async def client_loop(index: int, workload: Workload, deadline: float, stats: St
                 outcome = await getattr(workload, kind)(client, rng)
             except Exception as error:
                 outcome = Outcome(kind, False, time.perf_counter() - started, type(error).__name__, str(error)[:200])
+            outcome.ended = time.monotonic()
             stats.outcomes.append(outcome)
             if outcome.status == "429":
                 # The server asked us to back off: honour it as a client should.
                 await asyncio.sleep(1.0)
 
 
-async def sample_rss(pid: int, stats: Stats, started: float, deadline: float) -> None:
+async def sample_rss(pids: list[int], stats: Stats, started: float, deadline: float) -> None:
     while time.monotonic() < deadline:
-        stats.rss.append((time.monotonic() - started, rss_bytes(pid)))
+        stats.rss.append((time.monotonic() - started, rss_bytes(pids)))
         await asyncio.sleep(RSS_SAMPLE_SECONDS)
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes together; one that has exited (gone, or a zombie without
+    VmRSS) counts as nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        rss = (int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+        total += next(rss, 0)
+    return total
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -203,7 +339,7 @@ def rss_at(stats: Stats, seconds: float) -> int:
     return min(stats.rss, key=lambda sample: abs(sample[0] - seconds))[1]
 
 
-def summarize(stats: Stats, duration: float, clients: int) -> dict[str, Any]:
+def summarize(stats: Stats, duration: float, clients: int, hostile_clients: int = 0) -> dict[str, Any]:
     by_kind: dict[str, list[Outcome]] = defaultdict(list)
     for outcome in stats.outcomes:
         by_kind[outcome.kind].append(outcome)
@@ -229,6 +365,13 @@ def summarize(stats: Stats, duration: float, clients: int) -> dict[str, Any]:
     return {
         "duration_s": duration,
         "clients": clients,
+        "of_which_hostile": hostile_clients,
+        "hostile": Counter(f"{o.kind} -> {o.status}" for o in stats.hostile).most_common(),
+        "health_latency_s": {
+            "p50": round(statistics.median(stats.health_seconds), 3) if stats.health_seconds else None,
+            "max": round(max(stats.health_seconds), 3) if stats.health_seconds else None,
+            "probes": len(stats.health_seconds),
+        },
         "requests_served": sum(1 for o in stats.outcomes if o.ok),
         "errors": len(errors),
         "busy_429": len(busy),
@@ -252,23 +395,37 @@ def summarize(stats: Stats, duration: float, clients: int) -> dict[str, Any]:
     }
 
 
-async def soak(server: Server, duration: float, clients: int, seed: int) -> dict[str, Any]:
-    assert server.process is not None
-    workload = Workload(server.url)
+async def drive(url: str, pids: list[int], duration: float, clients: int, seed: int, hostile_clients: int = 0) -> Stats:
+    """The clients against `url` for `duration` seconds (`hostile_clients` of them misbehaving), sampling
+    the memory of the `pids` serving it and the latency of /health."""
+    workload = Workload(url)
+    hostile = Hostile(url, int(url.rsplit(":", 1)[1]))
     stats = Stats()
     started = time.monotonic()
     deadline = started + duration
-    sampler = asyncio.create_task(sample_rss(server.process.pid, stats, started, deadline))
-    await asyncio.gather(*(client_loop(index, workload, deadline, stats, seed) for index in range(clients)))
+    sampler = asyncio.create_task(sample_rss(pids, stats, started, deadline))
+    prober = asyncio.create_task(probe_health(url, stats, deadline))
+    await asyncio.gather(
+        *(client_loop(index, workload, deadline, stats, seed) for index in range(clients - hostile_clients)),
+        *(hostile_loop(index, hostile, deadline, stats, seed) for index in range(hostile_clients)),
+    )
     await sampler
-    stats.rss.append((time.monotonic() - started, rss_bytes(server.process.pid)))
-    return summarize(stats, duration, clients)
+    await prober
+    stats.rss.append((time.monotonic() - started, rss_bytes(pids)))
+    return stats
+
+
+async def soak(server: Server, duration: float, clients: int, hostile_clients: int, seed: int) -> dict[str, Any]:
+    assert server.process is not None
+    stats = await drive(server.url, [server.process.pid], duration, clients, seed, hostile_clients)
+    return summarize(stats, duration, clients, hostile_clients)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of traffic (default 600)")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    parser.add_argument("--hostile", type=int, default=10, help="how many of the clients misbehave (default 10)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the clients' choices")
     parser.add_argument("--output", type=Path, help="also write the summary here as JSON")
     args = parser.parse_args()
@@ -280,7 +437,8 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("models did not load within 300 s")
             time.sleep(0.5)
-        summary = asyncio.run(soak(server, args.duration, args.clients, args.seed))
+        summary = asyncio.run(soak(server, args.duration, args.clients, args.hostile, args.seed))
+        summary["load_average"] = os.getloadavg()
         summary["server_alive"] = server.alive()
         metrics = httpx.get(f"{server.url}/metrics").text
         summary["metrics"] = {

@@ -4,7 +4,8 @@ It answers the endpoints huggingface_hub 2.4 calls for `snapshot_download`, `hf_
 `model_info` / `repo_info`, `list_repo_tree` and `list_models` (read from the library's
 `_snapshot_download.py`, `file_download.py` and `hf_api.py`):
 
-- `GET /api/models/{repo}` and `GET /api/models/{repo}/revision/{rev}`: repo info with its commit `sha`;
+- `GET /api/models/{repo}` and `GET /api/models/{repo}/revision/{rev}`: repo info with its commit `sha`
+  (with `?blobs=true`, each file's size);
 - `GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=...`: the file listing `snapshot_download` filters;
 - `HEAD` / `GET /{repo}/resolve/{rev}/{path}`: file metadata (`X-Repo-Commit`, `ETag`, `Content-Length`,
   `X-Linked-Etag` / `X-Linked-Size` for LFS-sized files) and content;
@@ -102,7 +103,9 @@ class FakeRepo:
         """A stable 40-hex commit id that changes when the file list changes."""
         return hashlib.sha1(f"{self.repo_id}:{sorted(self.files)}".encode()).hexdigest()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, *, blobs: bool = False) -> dict[str, Any]:
+        """The repo's info; with `blobs` (huggingface_hub's `files_metadata=True`) each file's size, as the Hub
+        gives it."""
         return {
             "_id": self.sha[:24],
             "id": self.repo_id,
@@ -119,8 +122,18 @@ class FakeRepo:
             "pipeline_tag": self.pipeline_tag,
             "createdAt": "2024-01-01T00:00:00.000Z",
             "lastModified": "2024-01-01T00:00:00.000Z",
-            "siblings": [{"rfilename": path} for path in sorted(self.files)],
+            "siblings": [self._sibling(path, blobs=blobs) for path in sorted(self.files)],
         }
+
+    def _sibling(self, path: str, *, blobs: bool) -> dict[str, Any]:
+        if not blobs:
+            return {"rfilename": path}
+        file = self.files[path]
+        git_sha1, sha256 = file.digests()
+        sibling: dict[str, Any] = {"rfilename": path, "size": file.size, "blobId": git_sha1}
+        if file.is_lfs:
+            sibling["lfs"] = {"sha256": sha256, "size": file.size, "pointerSize": 134}
+        return sibling
 
     def tree(self, prefix: str, recursive: bool) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
@@ -319,7 +332,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             repo_id, _, revision = rest.partition("/revision/")
             repo = self._repo(repo_id, revision or None)
             if repo is not None:
-                self._json(repo.info())
+                self._json(repo.info(blobs=query.get("blobs", ["false"])[0].lower() in ("true", "1")))
 
         def _search(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
             wanted_tags = query.get("filter", [])

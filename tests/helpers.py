@@ -14,6 +14,7 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import jiwer
@@ -23,6 +24,15 @@ AUDIO_DIR = REPO_ROOT / "tests" / "data"
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LAMP_TEXT = "Turn on the living room lamp."
+# What the reader of multilingual.mp3 says for about its first 30 s (German follows): the MIT licence's first
+# paragraph without its parenthesis (`(the "Software")`), which the reader skips.
+LICENCE_TEXT = (
+    "Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated "
+    "documentation files, to deal in the Software without restriction, including without limitation the rights to "
+    "use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to permit "
+    "persons to whom the Software is furnished to do so, subject to the following conditions: The above copyright "
+    "notice and this permission notice shall be included in all copies or substantial portions of the Software."
+)
 GERMAN_TEXT = "Schalte das Wohnzimmerlicht ein."
 FRENCH_TEXT = "Comment t'appelles-tu ?"
 FRENCH_TRANSLATION = "How do you call yourself?"
@@ -51,6 +61,9 @@ def free_port() -> int:
 class Server:
     """`python -m speaches serve` in a subprocess on a free loopback port."""
 
+    refusal: ClassVar[str | None] = None
+    """Why no server may start now, if so: tests/conftest.py sets it while a test not marked `server` runs."""
+
     def __init__(self, env: dict[str, str] | None = None, *, log_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,6 +72,8 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> Server:
+        if Server.refusal is not None:
+            raise RuntimeError(Server.refusal)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             # `speaches serve`, as deployed: same graceful shutdown (SHUTDOWN_GRACE_SECONDS, exit 0 on SIGTERM).

@@ -2,8 +2,8 @@
 
 `API_KEY` unset means the server is open. Set, a client presents the key as `Authorization: Bearer <key>`
 (WebSocket clients, which cannot always set headers from a browser, may pass `api_key=<key>` in the query
-instead). The comparison is constant-time so the key cannot be guessed one character at a time from
-response timings.
+instead, or offer the subprotocol `openai-insecure-api-key.<key>`, as OpenAI's Realtime API lets browsers).
+The comparison is constant-time so the key cannot be guessed one character at a time from response timings.
 """
 
 from __future__ import annotations
@@ -27,6 +27,18 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     return token
+
+
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+
+
+def subprotocol_key(headers: Mapping[str, str]) -> str | None:
+    """The key offered as the WebSocket subprotocol `openai-insecure-api-key.<key>`, if any."""
+    for protocol in (headers.get("sec-websocket-protocol") or "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX) and len(protocol) > len(KEY_SUBPROTOCOL_PREFIX):
+            return protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
+    return None
 
 
 def api_key_matches(settings: Settings, presented: str | None) -> bool:

@@ -4,7 +4,7 @@ Regenerate the page after changing a setting:
 
     uv run python -m speaches.config_docs > docs/configuration.md
 
-`tests/test_config_docs.py` fails while the committed page differs from what this prints.
+`tests/server/test_config_docs.py` fails while the committed page differs from what this prints.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Prometheus metrics, and `GET /metrics` that exposes them.
+"""Prometheus metrics: the counters, gauges and histograms, and the calls that record into them.
+
+`GET /metrics` (in `speaches.management.metrics_router`) exposes them.
 
 Labels stay bounded: routes are labelled by their template (`/v1/models/{model_id}`), never the raw
 path; unknown methods collapse to OTHER; models are labelled by kind only. Capability code reports
@@ -8,22 +10,11 @@ The default registry also carries the process collector (resident memory, CPU se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-if TYPE_CHECKING:
-    from speaches.state import AppState
+from speaches.models.catalog import Kind
 
 # The `_created` timestamp series double the output and no dashboard needs them.
 disable_created_metrics()
@@ -67,14 +58,35 @@ INFERENCE_RUNNING = Gauge(
     "speaches_inference_running", "Inference pool slots in use (including work a departed client left running)."
 )
 INFERENCE_CONCURRENCY = Gauge("speaches_inference_concurrency", "Inference pool size (INFERENCE_CONCURRENCY).")
+WHISPER_BATCH_SIZE = Histogram(
+    "speaches_whisper_batch_size",
+    "Windows one CTranslate2 call decoded together across requests and live sessions, by call "
+    "(encode, generate, detect_language, align).",
+    ["call"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
+WHISPER_BATCH_WAIT = Histogram(
+    "speaches_whisper_batch_wait_seconds",
+    "Time a whisper model call waited in its model's batch queue before its batch started, by call.",
+    ["call"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WHISPER_BATCH_WITHDRAWN = Counter(
+    "speaches_whisper_batch_withdrawn",
+    "Whisper model calls taken out of a batch queue because their client left, by call.",
+    ["call"],
+)
+WHISPER_CALLS = ("encode", "generate", "detect_language", "align")
 
 
 # Create the series up front so they read 0 (not "absent") before the first event: rate() and
 # alerts then work from the start.
-_MODEL_KINDS = ("stt", "tts")
 for _audio_kind in get_args(AudioKind):
     AUDIO_SECONDS.labels(_audio_kind)
-for _model_kind in _MODEL_KINDS:
+for _call in WHISPER_CALLS:
+    for _per_call in (WHISPER_BATCH_SIZE, WHISPER_BATCH_WAIT, WHISPER_BATCH_WITHDRAWN):
+        _per_call.labels(_call)
+for _model_kind in Kind:
     for _per_kind in (MODEL_LOADS, MODEL_LOAD_FAILURES, MODEL_UNLOADS, MODELS_LOADED):
         _per_kind.labels(_model_kind)
 
@@ -110,24 +122,13 @@ def method_label(method: str) -> str:
     return method if method in _KNOWN_METHODS else "OTHER"
 
 
-def _sample_state(state: AppState) -> None:
-    """Gauges that read the live objects, refreshed at scrape time."""
-    INFERENCE_QUEUE_DEPTH.set(state.pool.waiting)
-    INFERENCE_RUNNING.set(state.pool.running)
-    INFERENCE_CONCURRENCY.set(state.pool.concurrency)
-    loaded: dict[str, int] = {}
-    for model in state.models.status():
-        if model.state == "loaded":
-            loaded[model.kind] = loaded.get(model.kind, 0) + 1
-    for kind in (*_MODEL_KINDS, *loaded):
-        MODELS_LOADED.labels(kind).set(loaded.get(kind, 0))
+def record_batch(call: str, windows: int, waits: list[float]) -> None:
+    """One CTranslate2 call over `windows` windows, and how long each merged call waited for it."""
+    WHISPER_BATCH_SIZE.labels(call).observe(windows)
+    wait = WHISPER_BATCH_WAIT.labels(call)
+    for seconds in waits:
+        wait.observe(max(seconds, 0.0))
 
 
-router = APIRouter()
-
-
-@router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus metrics in the text exposition format."""
-    _sample_state(request.app.state.speaches)
-    return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def record_batch_withdrawn(call: str) -> None:
+    WHISPER_BATCH_WITHDRAWN.labels(call).inc()

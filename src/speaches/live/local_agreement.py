@@ -200,10 +200,30 @@ class LocalAgreement:
         self._unconfirmed = fresh[agreed:]
         return self._confirm(fresh[:agreed])
 
-    def flush(self) -> Confirmation:
-        """End of stream: confirm the latest hypothesis' tentative tail as it stands."""
+    def flush(self, *, speech_until: float | None = None) -> Confirmation:
+        """End of stream: confirm the latest hypothesis' tentative tail as it stands.
+
+        `speech_until`: absolute seconds past which a VAD heard no speech. Tentative words that begin there
+        are dropped: Whisper invents them in trailing silence ("Thank you.").
+        """
         tail, self._unconfirmed = self._unconfirmed, []
+        if speech_until is not None:
+            tail = [word for word in tail if word.start < speech_until]
         return self._confirm(tail)
+
+    def force_confirm(self, until: float) -> tuple[Confirmation, float]:
+        """Confirm the tentative words whose midpoint lies before `until` (absolute seconds) as they stand.
+
+        For a caller that must cut audio which two hypotheses never agreed on: its words go into the
+        transcript as the latest hypothesis heard them, rather than being lost with the audio. Returns them,
+        and where the audio may be cut: `until`, or earlier where a word that stays tentative begins.
+        """
+        count = 0
+        while count < len(self._unconfirmed) and _midpoint(self._unconfirmed[count]) < until:
+            count += 1
+        forced, self._unconfirmed = self._unconfirmed[:count], self._unconfirmed[count:]
+        cut = min(until, self._unconfirmed[0].start) if self._unconfirmed else until
+        return self._confirm(forced), cut
 
     def trim_point(self, buffer_start: float, buffer_end: float, max_buffer_seconds: float) -> float | None:
         """Where the caller may cut its audio buffer (absolute seconds), or None to keep it whole.

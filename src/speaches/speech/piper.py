@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from speaches import metrics
-from speaches.audio import AudioEncoder, supported_output_sample_rate
-from speaches.config import OPENAI_VOICE_NAMES, Settings
+from speaches.audio.encoding import AudioEncoder, supported_output_sample_rate
+from speaches.config import Settings
 from speaches.errors import ApiError, ModelLoadError
+from speaches.models.catalog import Catalog, Kind, ModelRef
 from speaches.models.device import onnx_providers, resolve_device
 from speaches.models.manager import LoadedModel, ModelKind
 from speaches.models.sources import LocalModel, find_piper_voice, list_local_piper_voices
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TTS_KIND = "tts"
-
 # OpenAI sends `pcm` at 24 kHz; clients that play it raw assume that rate.
 PCM_DEFAULT_SAMPLE_RATE = 24_000
 
@@ -42,12 +41,12 @@ PCM_DEFAULT_SAMPLE_RATE = 24_000
 # --- loading ---
 
 
-def load_piper_voice(voice: str, settings: Settings) -> LoadedModel[PiperVoice]:
+def load_piper_voice(ref: ModelRef, settings: Settings) -> LoadedModel[PiperVoice]:
     """Resolve and load a piper voice (blocking)."""
     # Imported here so an idle server that never speaks does not pay for onnxruntime.
     from piper import PiperVoice
 
-    resolved = find_piper_voice(voice, settings)
+    resolved = find_piper_voice(ref, settings)
     device = resolve_device(settings.whisper.inference_device)
     providers = onnx_providers(device)
     try:
@@ -55,33 +54,35 @@ def load_piper_voice(voice: str, settings: Settings) -> LoadedModel[PiperVoice]:
     except ApiError:
         raise
     except Exception as error:  # corrupt or incompatible files: name the voice, keep serving
-        raise ModelLoadError(voice, f"{type(error).__name__}: {error}") from error
+        raise ModelLoadError(ref.id, f"{type(error).__name__}: {error}") from error
     return LoadedModel(model=loaded, device="cuda" if "CUDAExecutionProvider" in providers else "cpu")
 
 
 def piper_voice_kind(settings: Settings) -> ModelKind[PiperVoice]:
     return ModelKind(
-        name=TTS_KIND,
-        load=lambda voice: load_piper_voice(voice, settings),
+        name=Kind.TTS,
+        load=lambda ref: load_piper_voice(ref, settings),
         ttl=lambda: settings.tts_model_ttl,
+        max_loaded=lambda: settings.tts_max_loaded_models,
+        setting="TTS_MAX_LOADED_MODELS",
     )
 
 
 # --- the voice catalogue ---
 
 
-def list_voices(settings: Settings) -> list[VoiceObject]:
+def list_voices(catalog: Catalog) -> list[VoiceObject]:
     """Every voice usable without a download (blocking file reads). Unreadable configs are skipped."""
     voices: list[VoiceObject] = []
-    for local in list_local_piper_voices(settings):
+    for local in list_local_piper_voices(catalog.settings):
         try:
-            voices.append(read_voice_info(local, settings))
+            voices.append(read_voice_info(local, catalog))
         except (OSError, ValueError, KeyError, TypeError) as error:
             logger.warning("skipping voice %s: its config %s.json is unreadable: %s", local.model_id, local.path, error)
     return voices
 
 
-def read_voice_info(local: LocalModel, settings: Settings) -> VoiceObject:
+def read_voice_info(local: LocalModel, catalog: Catalog) -> VoiceObject:
     config = json.loads(Path(f"{local.path}.json").read_text(encoding="utf-8"))
     audio = config.get("audio", {})
     language = config.get("language", {})
@@ -96,14 +97,8 @@ def read_voice_info(local: LocalModel, settings: Settings) -> VoiceObject:
         sample_rate=int(audio["sample_rate"]),
         num_speakers=int(config.get("num_speakers", 1)),
         source=local.source,
-        aliases=aliases_of(local.model_id, settings),
+        aliases=catalog.aliases_of(local.model_id),
     )
-
-
-def aliases_of(voice_id: str, settings: Settings) -> list[str]:
-    """The OpenAI voice names (and configured alias names) that stand for `voice_id`."""
-    names = [*OPENAI_VOICE_NAMES, *(name for name in settings.tts_voice_aliases if name not in OPENAI_VOICE_NAMES)]
-    return [name for name in names if settings.voice_for(name) == voice_id]
 
 
 # --- synthesis ---
@@ -140,7 +135,8 @@ def synthesize_speech(
     """Speak `text`, yielding the encoded response file piece by piece, one step per sentence.
 
     The concatenation of what it yields is a complete file in `response_format`. Every format but
-    wav streams: wav carries its exact length in its header, so it comes whole at the end.
+    wav and flac streams: those carry their exact length in their header (every reader trusts it;
+    libsndfile cannot read a flac that says "length unknown"), so they come whole at the end.
     """
     usage = usage if usage is not None else SynthesisUsage()
     voice_rate = voice.config.sample_rate
@@ -149,9 +145,6 @@ def synthesize_speech(
         response_format,
         voice_rate,
         output_sample_rate(response_format, sample_rate, voice_rate),
-        # flac streams with STREAMINFO's total samples and MD5 set to 0 ("unknown", as the FLAC
-        # specification allows); wav would need placeholder sizes that strict readers misread.
-        streamable=response_format != "wav",
     )
     with encoder:
         try:
@@ -178,13 +171,24 @@ def synthesize_speech(
 # phonemes (about as many characters of English text, some 5 s of speech).
 MAX_PHONEMES_PER_RUN = 300
 _CLAUSE_MARKS = frozenset(",;:")
+# The first audio waits for the first model run. A long first sentence is spoken clause by clause up
+# to its first clause mark, so the client hears its opening words while the rest is synthesized (and
+# the first clause plays for longer than the rest takes to synthesize). Sentences of fewer phonemes
+# than this, and clauses shorter than the minimum, are left whole: cutting them gains little and
+# costs the sentence's flow.
+FIRST_CLAUSE_SPLIT_ABOVE = 80
+MIN_CLAUSE_PHONEMES = 16
 
 
 def speak_sentences(voice: PiperVoice, text: str) -> Iterator[tuple[np.ndarray, int]]:
     """(float32 audio, phoneme ids used) for each sentence of `text`, in order: piper's own
-    `synthesize` loop, with over-long sentences split so no single model run is huge."""
-    for sentence in voice.phonemize(text):
-        for phonemes in split_phonemes(sentence, MAX_PHONEMES_PER_RUN):
+    `synthesize` loop, with over-long sentences split so no single model run is huge, and a long
+    first sentence split after its first clause so the first audio comes sooner."""
+    for index, sentence in enumerate(voice.phonemize(text)):
+        pieces = split_phonemes(sentence, MAX_PHONEMES_PER_RUN)
+        if index == 0 and pieces:
+            pieces = [*split_first_clause(pieces[0]), *pieces[1:]]
+        for phonemes in pieces:
             phoneme_ids = voice.phonemes_to_ids(phonemes)
             audio = np.asarray(voice.phoneme_ids_to_audio(phoneme_ids), dtype=np.float32)
             # piper normalizes each sentence to full scale, as its synthesize() does by default.
@@ -213,6 +217,21 @@ def split_phonemes(phonemes: list[str], limit: int) -> list[list[str]]:
 
 
 _SILENT_MARKS = frozenset(",;:.!?-'\"()")
+
+
+def split_first_clause(phonemes: list[str]) -> list[list[str]]:
+    """A long sentence's phonemes cut after its first clause mark (`,` `;` `:`), when both sides are at
+    least MIN_CLAUSE_PHONEMES long; otherwise the sentence whole."""
+    if len(phonemes) <= FIRST_CLAUSE_SPLIT_ABOVE:
+        return [phonemes]
+    last_cut = len(phonemes) - MIN_CLAUSE_PHONEMES
+    cut = next(
+        (i + 1 for i in range(MIN_CLAUSE_PHONEMES - 1, last_cut) if phonemes[i] in _CLAUSE_MARKS),
+        None,
+    )
+    if cut is None:
+        return [phonemes]
+    return [_strip_spaces(phonemes[:cut]), _strip_spaces(phonemes[cut:])]
 
 
 def _strip_spaces(phonemes: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """The OpenAI wire shapes of POST /v1/audio/speech, and of GET /v1/audio/voices.
 
-The request mirrors the SDK's `SpeechCreateParams` (JSON body). Fields that only OpenAI's own
-models understand (`instructions`) and any other unknown field are accepted and ignored, so
-clients written for OpenAI work unchanged. `sample_rate` is our extension.
+The request mirrors the SDK's `SpeechCreateParams` (JSON body). Every field OpenAI defines is
+accepted; `instructions` (how to speak) is one piper voices cannot follow, so it is accepted and
+ignored, as documented. `sample_rate` is our extension. A field nobody defines is refused with a 400
+naming it, as OpenAI refuses it, so a misspelt option never goes unseen.
 
 With `stream_format="sse"` the response is a stream of `SpeechAudioDeltaEvent`s followed by one
 `SpeechAudioDoneEvent`, as in OpenAI's API reference.
@@ -14,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from speaches.audio import SpeechResponseFormat
-from speaches.models.sources import PIPER_REPO_ID
+from speaches.audio.encoding import SpeechResponseFormat
+from speaches.models.catalog import PIPER_REPO_ID
 
 StreamFormat = Literal["audio", "sse"]
 
@@ -28,13 +29,13 @@ MAX_SAMPLE_RATE = 48_000
 class VoiceReference(BaseModel):
     """OpenAI's `{"id": "voice_1234"}` form of `voice`: here the id is a piper voice name."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     id: str
 
 
 class CreateSpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(
         default=PIPER_REPO_ID,
@@ -49,7 +50,20 @@ class CreateSpeechRequest(BaseModel):
             "Omitted: the default voice."
         ),
     )
-    response_format: SpeechResponseFormat = Field(default="mp3", description="The audio format of the response.")
+    instructions: str | None = Field(
+        default=None,
+        description=(
+            "How to speak (tone, accent, pace). Accepted so OpenAI clients work unchanged, but ignored: a piper "
+            "voice speaks one way. Use `speed` for the pace."
+        ),
+    )
+    response_format: SpeechResponseFormat = Field(
+        default="mp3",
+        description=(
+            "The audio format. mp3, opus, aac and pcm stream as they are synthesized; wav and flac carry their "
+            "exact length in their header and come whole once synthesis ends."
+        ),
+    )
     speed: float = Field(
         default=1.0,
         ge=MIN_SPEED,
@@ -59,6 +73,10 @@ class CreateSpeechRequest(BaseModel):
     stream_format: StreamFormat = Field(
         default="audio",
         description="`audio`: the audio bytes as they are encoded. `sse`: base64 audio in server-sent events.",
+    )
+    stream: bool | None = Field(
+        default=None,
+        description="Accepted for clients written for servers that need it, and ignored: the audio always streams.",
     )
     sample_rate: int | None = Field(
         default=None,
@@ -132,3 +150,23 @@ class VoiceObject(BaseModel):
 class VoiceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[VoiceObject]
+    voices: list[VoiceObject]
+    """The same list under the key Open WebUI reads (`{"voices": [{"id", "name"}, ...]}`)."""
+
+
+class SpeechModelObject(BaseModel):
+    """A `model` that POST /v1/audio/speech accepts, as GET /v1/audio/models lists it."""
+
+    id: str
+    object: Literal["model"] = "model"
+    name: str
+    owned_by: str
+    alias_of: str | None = None
+    """For `tts-1`, `tts-1-hd` and `piper`: the model they stand for."""
+
+
+class SpeechModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SpeechModelObject]
+    models: list[SpeechModelObject]
+    """The same list under the key Open WebUI reads (`{"models": [{"id": ...}, ...]}`)."""

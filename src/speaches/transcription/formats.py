@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from speaches.languages import language_name
 from speaches.transcription.protocol import (
     DurationUsage,
+    Logprob,
     Segment,
     Task,
     TimestampGranularity,
     TranscriptionJson,
     TranscriptionVerboseJson,
     Word,
-    language_name,
 )
 
 if TYPE_CHECKING:
@@ -60,12 +61,15 @@ def transcript_text(segments: Iterable[WhisperSegment]) -> str:
     return joiner.text
 
 
-def _usage(duration: float) -> DurationUsage:
+def duration_usage(duration: float) -> DurationUsage:
+    """OpenAI's usage for whisper-1: the seconds of audio, not tokens."""
     return DurationUsage(seconds=round(duration, 3))
 
 
-def to_json(segments: Sequence[WhisperSegment], duration: float) -> TranscriptionJson:
-    return TranscriptionJson(text=transcript_text(segments), usage=_usage(duration))
+def to_json(
+    segments: Sequence[WhisperSegment], duration: float, *, logprobs: list[Logprob] | None = None
+) -> TranscriptionJson:
+    return TranscriptionJson(text=transcript_text(segments), logprobs=logprobs, usage=duration_usage(duration))
 
 
 def to_text(segments: Sequence[WhisperSegment]) -> str:
@@ -90,7 +94,7 @@ def to_verbose_json(
         language="english" if task == "translate" else language_name(language),
         duration=round(duration, 3),
         text=transcript_text(segments),
-        usage=_usage(duration),
+        usage=duration_usage(duration),
     )
     if "segment" in granularities:
         response.segments = [

@@ -21,23 +21,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from speaches import metrics
+from speaches.audio.decoding import WHISPER_SAMPLE_RATE as SAMPLE_RATE
 from speaches.config import Settings, WhisperConfig
-from speaches.errors import ApiError, ModelLoadError
-from speaches.models.device import resolve_compute_type, resolve_device
+from speaches.errors import ApiError, InvalidRequestError, ModelLoadError
+from speaches.languages import language_for_model
+from speaches.models.catalog import Kind, ModelRef
+from speaches.models.device import available_cpus, resolve_compute_type, resolve_device, whisper_worker_layout
 from speaches.models.manager import LoadedModel, ModelKind
-from speaches.models.sources import check_model_id, find_whisper_model, resolve_stt_alias
-from speaches.transcription.protocol import Task
+from speaches.models.sources import find_whisper_model
+from speaches.transcription.batched import decode_chunks, speech_chunks
+from speaches.transcription.logprobs import TokenScores
+from speaches.transcription.protocol import Logprob, Task
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.transcribe import Segment
 
-    from speaches.audio import AudioSource
+    from speaches.audio.decoding import AudioSource
 
 logger = logging.getLogger(__name__)
 
-STT_KIND = "stt"
-SAMPLE_RATE = 16_000
 # Whisper decodes 30 s at a time: below this one window gives batched mode nothing to batch.
 WHISPER_CHUNK_SECONDS = 30.0
 # Where a window may end: the quietest 100 ms frame of its last 10 s.
@@ -47,28 +50,52 @@ CUT_FRAME_SECONDS = 0.1
 FRAMES_PER_SECOND = 100
 
 
-def load_whisper_model(model_id: str, settings: Settings) -> LoadedModel[WhisperModel]:
-    """Resolve and load a whisper model (blocking). `model_id` is already alias-resolved."""
+def load_whisper_model(ref: ModelRef, settings: Settings) -> LoadedModel[WhisperModel]:
+    """Resolve and load a whisper model (blocking)."""
     # Imported here so an idle server that never transcribes does not pay for CTranslate2.
     from faster_whisper import WhisperModel
 
-    resolved = find_whisper_model(model_id, settings)
+    from speaches.transcription.content_window import ContentWindowWhisperModel
+
+    model_class = ContentWindowWhisperModel if settings.whisper.trim_window_padding else WhisperModel
+    resolved = find_whisper_model(ref, settings)
     device = resolve_device(settings.whisper.inference_device)
     compute_type = resolve_compute_type(settings.whisper.compute_type, device)
+    layout = whisper_worker_layout(settings.whisper.num_workers, settings.whisper.cpu_threads, device, available_cpus())
     try:
-        model = WhisperModel(
+        model = model_class(
             str(resolved.path),
             device=device,
             device_index=settings.whisper.device_index,
             compute_type=compute_type,
-            cpu_threads=settings.whisper.cpu_threads,
-            num_workers=settings.whisper.num_workers,
+            cpu_threads=layout.threads,
+            num_workers=layout.workers,
         )
     except ApiError:
         raise
     except Exception as error:  # corrupt or incompatible files: name the model, keep serving
-        raise ModelLoadError(model_id, f"{type(error).__name__}: {error}") from error
+        raise ModelLoadError(ref.id, f"{type(error).__name__}: {error}") from error
+    if settings.whisper.max_batch_size > 1:
+        batch_model_calls(model, settings.whisper, device=device)
     return LoadedModel(model=model, device=device)
+
+
+def batch_model_calls(model: WhisperModel, config: WhisperConfig, *, device: str) -> None:
+    """Put the model's CTranslate2 calls behind a batching queue (`speaches.transcription.batching`): every
+    job using this model, whatever path it takes through faster-whisper, then shares its batches."""
+    from speaches.transcription.batching import BatchingWhisper
+
+    tokenizer = model.hf_tokenizer
+    model.model = BatchingWhisper(  # type: ignore[assignment]
+        model.model,
+        max_batch_size=config.max_batch_size,
+        wait_seconds=config.batch_wait_ms / 1000,
+        sot_id=tokenizer.token_to_id("<|startoftranscript|>"),
+        no_timestamps_id=tokenizer.token_to_id("<|notimestamps|>"),
+        # On a CPU the encoder is bound by arithmetic and memory, not by calls: 8 windows in one pass took
+        # 25-50% longer than 8 passes of one (docs/benchmarks.md). The decoder is where batching pays there.
+        merge_encodes=device != "cpu",
+    )
 
 
 def unload_whisper_model(model: WhisperModel) -> None:
@@ -78,21 +105,13 @@ def unload_whisper_model(model: WhisperModel) -> None:
 
 def whisper_model_kind(settings: Settings) -> ModelKind[WhisperModel]:
     return ModelKind(
-        name=STT_KIND,
-        load=lambda model_id: load_whisper_model(model_id, settings),
+        name=Kind.STT,
+        load=lambda ref: load_whisper_model(ref, settings),
         ttl=lambda: settings.stt_model_ttl,
         unload=unload_whisper_model,
+        max_loaded=lambda: settings.stt_max_loaded_models,
+        setting="STT_MAX_LOADED_MODELS",
     )
-
-
-def stt_model_id(requested: str | None, settings: Settings) -> str:
-    """The model a request means: `whisper-1` and an empty name both stand for the default model.
-
-    Ids that could reach outside the model folders are refused here (400), before any work starts.
-    """
-    model_id = resolve_stt_alias(requested or settings.whisper.model, settings)
-    check_model_id(model_id, settings)
-    return model_id
 
 
 # --- transcribing ---
@@ -104,7 +123,10 @@ class DecodeOptions:
 
     task: Task = "transcribe"
     language: str | None = None
-    """A Whisper language code; None detects it (from the first window)."""
+    """The requested language (a code or an English name, checked against the model's languages);
+    None detects it (from the first window)."""
+    default_language: str | None = None
+    """DEFAULT_LANGUAGE: used when none is requested, where the model knows it."""
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
@@ -113,8 +135,14 @@ class DecodeOptions:
     """None: on in batched mode (which needs it), off in sequential mode."""
     timed_segments: bool = False
     """The answer shows segment timings (srt, vtt, verbose_json): decode sequentially. Batched mode
-    packs the speech of a window into 30 s chunks across pauses (faster-whisper's VAD chunking), so
-    one of its segments can span minutes of silence: fine for text, useless for subtitles."""
+    joins the speech of a window into chunks across pauses (`batched.speech_chunks`), so one of its
+    segments can span a cut silence: fine for text, poor for subtitles."""
+    vad_parameters: dict[str, float] | None = None
+    """faster-whisper `VadOptions` fields for the VAD (`chunking_strategy=server_vad`); None: its defaults."""
+    language_hints: tuple[str, ...] = ()
+    """`languages[]`: when no language is set, detection picks the likeliest of these."""
+    token_logprobs: bool = False
+    """Score every token (`include[]=logprobs`, see `logprobs.py`); decodes sequentially."""
 
 
 def temperature_schedule(start: float) -> list[float]:
@@ -123,29 +151,60 @@ def temperature_schedule(start: float) -> list[float]:
     return [round(start + 0.2 * step, 2) for step in range(steps + 1)]
 
 
+def decoding_temperatures(start: float, *, fallback: bool) -> list[float]:
+    """What sequential decoding may use for a window: `start` alone, so the same request always gives the
+    same text, or with `WHISPER__TEMPERATURE_FALLBACK` Whisper's schedule of retries from `start`."""
+    return temperature_schedule(start) if fallback else [start]
+
+
 class Transcription:
     """One upload's transcription. Iterate `segments()` (blocking) for faster-whisper `Segment`s.
 
     `language` (a code) is known once the first window is decoded, `duration` once the last one is.
     """
 
-    def __init__(self, model: WhisperModel, audio: AudioSource, options: DecodeOptions, config: WhisperConfig) -> None:
-        self.model = model
+    def __init__(
+        self,
+        audio: AudioSource,
+        options: DecodeOptions,
+        config: WhisperConfig,
+        *,
+        model_id: str,
+        max_audio_seconds: float | None = None,
+    ) -> None:
         self.audio = audio
+        self.max_audio_seconds = max_audio_seconds
         self.options = options
         self.config = config
-        self.language: str | None = options.language
+        self.model_id = model_id
+        self.language: str | None = None
         self.duration = 0.0
         self.windows = 0
         self.batched_windows = 0
+        self._logprobs: dict[int, list[Logprob]] = {}
 
-    def segments(self) -> Iterator[Segment]:
-        from speaches.audio import iter_audio_chunks
+    def take_logprobs(self, segment_id: int) -> list[Logprob]:
+        """The scored tokens of a segment already yielded (with `token_logprobs`), handed over once."""
+        return self._logprobs.pop(segment_id, [])
+
+    def segments(self, model: WhisperModel) -> Iterator[Segment]:
+        from speaches.audio.decoding import iter_audio_chunks
 
         started = time.perf_counter()
+        options = self.options
+        self.language = language_for_model(
+            options.language, model.supported_languages, model_id=self.model_id, default=options.default_language
+        )
+        hints = hinted_languages(options.language_hints, model.supported_languages, model_id=self.model_id)
+        if options.language is None and hints:
+            # The request's hints outrank DEFAULT_LANGUAGE; several are decided on the first window.
+            self.language = hints[0] if len(hints) == 1 else None
+        scores = TokenScores(model) if options.token_logprobs else None
         offset_samples = 0
         count = 0
-        chunks = iter_audio_chunks(self.audio, SAMPLE_RATE, chunk_seconds=WHISPER_CHUNK_SECONDS)
+        chunks = iter_audio_chunks(
+            self.audio, SAMPLE_RATE, chunk_seconds=WHISPER_CHUNK_SECONDS, max_seconds=self.max_audio_seconds
+        )
         windows = split_at_quiet_points(
             chunks,
             window_samples=int(self.config.window_seconds * SAMPLE_RATE),
@@ -157,10 +216,14 @@ class Transcription:
                 self.windows += 1
                 offset = offset_samples / SAMPLE_RATE
                 window_end = offset + len(window) / SAMPLE_RATE
-                segments = self._transcribe_window(window)
+                if self.windows == 1 and self.language is None and len(hints) > 1:
+                    self.language = likeliest_language(model, window, hints)
+                segments = self._transcribe_window(model, window)
                 with _closing_if_possible(segments):
-                    for segment in segments:
+                    for segment in segments if scores is None else scores.iterate(segments):
                         count += 1
+                        if scores is not None:
+                            self._logprobs[count] = scores.take(segment.tokens)
                         yield _shifted(segment, count, offset, window_end, offset_samples)
                 offset_samples += len(window)
                 self.duration = offset_samples / SAMPLE_RATE
@@ -177,39 +240,90 @@ class Transcription:
         )
 
     def _uses_batched_mode(self, window: np.ndarray) -> bool:
-        # Batched mode splits audio with the VAD and decodes the chunks side by side: it needs the
-        # VAD, and a window of one chunk has nothing to batch (and would lose temperature fallback).
+        # Batched mode needs the VAD to find its chunks; a window of one chunk has nothing to batch;
+        # it decodes at temperature 0 only, and its segments may join speech from across pauses.
+        options = self.options
         return (
             self.config.use_batched_mode
-            and self.options.vad_filter is not False
-            and not self.options.timed_segments
+            and options.vad_filter is not False
+            and not options.timed_segments
+            and not options.word_timestamps
+            and not options.token_logprobs
+            and options.temperature == 0
             and len(window) > WHISPER_CHUNK_SECONDS * SAMPLE_RATE
         )
 
-    def _transcribe_window(self, window: np.ndarray) -> Iterable[Segment]:
-        options = self.options
-        common: dict[str, Any] = {
-            "language": self.language,
-            "task": options.task,
-            "initial_prompt": options.prompt or None,
-            "temperature": temperature_schedule(options.temperature),
-            "word_timestamps": options.word_timestamps,
-            "hotwords": options.hotwords or None,
-        }
+    def _transcribe_window(self, model: WhisperModel, window: np.ndarray) -> Iterable[Segment]:
         if self._uses_batched_mode(window):
-            from faster_whisper import BatchedInferencePipeline
-
             self.batched_windows += 1
-            segments, info = BatchedInferencePipeline(self.model).transcribe(
-                window, vad_filter=True, batch_size=self.config.batch_size, **common
-            )
-        else:
-            segments, info = self.model.transcribe(window, vad_filter=bool(options.vad_filter), **common)
+            return self._transcribe_batched(model, window)
+        options = self.options
+        segments, info = model.transcribe(
+            window,
+            language=self.language,
+            task=options.task,
+            initial_prompt=options.prompt or None,
+            temperature=decoding_temperatures(options.temperature, fallback=self.config.temperature_fallback),
+            condition_on_previous_text=self.config.condition_on_previous_text,
+            word_timestamps=options.word_timestamps,
+            hotwords=options.hotwords or None,
+            vad_filter=bool(options.vad_filter),
+            # A copy: faster-whisper may edit the dict it is given.
+            vad_parameters=dict(options.vad_parameters) if options.vad_parameters else None,
+        )
+        self._keep_language(info.language)
+        return segments
+
+    def _transcribe_batched(self, model: WhisperModel, window: np.ndarray) -> Iterator[Segment]:
+        from faster_whisper.tokenizer import Tokenizer
+
+        options = self.options
+        chunks = speech_chunks(
+            window, max_seconds=self.config.batch_chunk_seconds, vad_parameters=options.vad_parameters
+        )
+        language = self.language
+        if language is None:
+            if not model.model.is_multilingual:
+                language = "en"
+            elif chunks:
+                language, _probability, _all = model.detect_language(chunks[0].audio(window))
+        self._keep_language(language)
+        if not chunks:
+            return iter(())
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language or "en"
+        )
+        previous = tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
+        prompt = model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords or None)
+        return decode_chunks(model, window, chunks, tokenizer, prompt=prompt, batch_size=self.config.batch_size)
+
+    def _keep_language(self, language: str | None) -> None:
         if self.windows == 1:
             # Later windows keep the first one's language (detected, or the model's own: an English-only
             # model writes English whatever was asked), so one upload has one language.
-            self.language = info.language
-        return segments
+            self.language = language
+
+
+def hinted_languages(hints: Iterable[str], supported: Iterable[str], *, model_id: str) -> list[str]:
+    """The `languages[]` hints this model knows, in order; 400 naming `languages` when it knows none."""
+    hints = list(dict.fromkeys(hints))
+    known = set(supported)
+    usable = [code for code in hints if code in known]
+    if hints and not usable:
+        listed = ", ".join(sorted(known)[:12]) + (", ..." if len(known) > 12 else "")
+        raise InvalidRequestError(
+            f"The model '{model_id}' knows none of the languages in 'languages' ({', '.join(hints)}); "
+            f"it knows {listed}.",
+            param="languages",
+            code="unsupported_language",
+        )
+    return usable
+
+
+def likeliest_language(model: WhisperModel, window: np.ndarray, hints: list[str]) -> str:
+    """Whisper's language detection on the start of `window`, restricted to `hints`."""
+    _detected, _probability, ranked = model.detect_language(audio=window)
+    return next((code for code, _ in ranked if code in hints), hints[0])
 
 
 def split_at_quiet_points(

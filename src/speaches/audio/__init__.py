@@ -1,0 +1,1 @@
+"""Audio in and out: `decoding` (uploads to samples) and `encoding` (speech to response formats)."""

@@ -1,0 +1,1 @@
+"""Voice conversations: chat completions that hear and speak, the thinking done by an OpenAI-compatible LLM."""

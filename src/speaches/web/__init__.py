@@ -1,0 +1,1 @@
+"""The HTTP layer: error handlers, middleware, route matching and the dependencies routes take."""
