@@ -11,7 +11,7 @@ Modes (`--modes`):
   and off; `sequential-context`: sequential with `WHISPER__CONDITION_ON_PREVIOUS_TEXT=true`;
   `sequential-fallback`: that and `WHISPER__TEMPERATURE_FALLBACK=true`, sequential decoding as it was
   before issue 19 (faster-whisper's defaults);
-- `batched-content-window`, `sequential-content-window`: the same two with `WHISPER__TRIM_WINDOW_PADDING=true`,
+- `batched-content-window`, `sequential-content-window`: the same two with `WHISPER__CONTENT_WINDOWS=all`,
   a short window encoded as its audio and a second of padding rather than at Whisper's full 30 s;
 - `text`, `srt`, `vtt`, `verbose_json`, `stream`: the other response formats' code paths on a server
   with default settings (`--format-kinds` limits them to some kinds of audio);
@@ -76,10 +76,10 @@ SERVER_MODES: dict[str, tuple[dict[str, str], str]] = {
         },
         "json",
     ),
-    # Short windows encoded as their audio (WHISPER__TRIM_WINDOW_PADDING, opt-in).
-    "batched-content-window": ({"WHISPER__USE_BATCHED_MODE": "true", "WHISPER__TRIM_WINDOW_PADDING": "true"}, "json"),
+    # Short windows encoded as their audio (WHISPER__CONTENT_WINDOWS=all, opt-in).
+    "batched-content-window": ({"WHISPER__USE_BATCHED_MODE": "true", "WHISPER__CONTENT_WINDOWS": "all"}, "json"),
     "sequential-content-window": (
-        {"WHISPER__USE_BATCHED_MODE": "false", "WHISPER__TRIM_WINDOW_PADDING": "true"},
+        {"WHISPER__USE_BATCHED_MODE": "false", "WHISPER__CONTENT_WINDOWS": "all"},
         "json",
     ),
     "text": ({}, "text"),
@@ -286,7 +286,7 @@ def run_raw_modes(
     from speaches.transcription.whisper import load_whisper_model
 
     # The library as it is: no cross-request batching queue in front of CTranslate2, every window at 30 s.
-    raw_whisper = settings.whisper.model_copy(update={"max_batch_size": 1, "trim_window_padding": False})
+    raw_whisper = settings.whisper.model_copy(update={"max_batch_size": 1, "content_windows": "off"})
     raw_settings = settings.model_copy(update={"whisper": raw_whisper})
     model = load_whisper_model(ModelRef(Kind.STT, model_id), raw_settings).model
     try:

@@ -223,6 +223,7 @@ async def main() -> None:
     pcm = pcm_at(audio)
     print(f"input: {len(audio) / SAMPLE_RATE:.1f} s, {len(REFERENCE.split())} words; model {args.model}")
     print(f"load average before: {load()} on {os.cpu_count()} CPUs")
+    print(f"WHISPER__CONTENT_WINDOWS={os.environ.get('WHISPER__CONTENT_WINDOWS', 'off')}")
     env = {"STT_MODEL_TTL": "-1"}
     if args.min_chunk is not None:
         env["LIVE_MIN_CHUNK_SECONDS"] = str(args.min_chunk)
@@ -262,6 +263,8 @@ async def main() -> None:
             f"WER {word_error_rate(REFERENCE, live[1]):.1%}; realtime/live median ratio {median / live_median:.2f}"
         )
     print(f"realtime text: {run.transcript()}")
+    if live is not None:
+        print(f"live text: {live[1]}")
     print(f"one-file text: {reference.text.strip()}")
 
 

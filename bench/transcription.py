@@ -150,8 +150,8 @@ def main() -> None:
     env = base_server_env()
     os.environ.update(env)
     settings = Settings(bundled_models_cache_dir=Path(env["BUNDLED_MODELS_CACHE_DIR"]))
-    # The raw library encodes every window at 30 s, whatever WHISPER__TRIM_WINDOW_PADDING says here.
-    settings.whisper.trim_window_padding = False
+    # The raw library encodes every window at 30 s, whatever WHISPER__CONTENT_WINDOWS says here.
+    settings.whisper.content_windows = "off"
     load_before = os.getloadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load_before}")
 

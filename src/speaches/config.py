@@ -61,14 +61,16 @@ class WhisperConfig(BaseModel):
             "worker with every thread (docs/benchmarks.md)."
         ),
     )
-    trim_window_padding: bool = Field(
-        default=False,
+    content_windows: Literal["off", "live", "all"] = Field(
+        default="off",
         description=(
             "Encode a window shorter than Whisper's 30 s as its audio and 1 s of the padding after it (in 5 s "
-            "steps, at least 10 s), not as the whole padded 30 s: 3-8 times less encoder work on short audio (a "
-            "live step, an 11 s upload). Off by default: tiny.en then looped on a live buffer that ended inside a "
-            'word, added 1% word errors on short utterances, and in live sessions confirmed "Thank you." after '
-            "the last word (docs/usage/transcription.md). Off: every window is encoded at 30 s, as Whisper was "
+            "steps, at least 10 s), not as the whole padded 30 s: 3-8 times less encoder work on short audio. "
+            "`live`: only a live session's steps while speech goes on (Realtime turns, the live WebSocket); a step "
+            "at a pause or at the end of the stream, and every upload, still hear 30 s. `all`: uploads too. A "
+            "hearing that comes out as a repetition loop is heard again at 30 s. Off by default: with `live` the "
+            "live WebSocket's word error rate rose on the benchmark audio, and with `all` an upload repeated its "
+            "last sentence (docs/usage/transcription.md). Off: every window is encoded at 30 s, as Whisper was "
             "trained and as faster-whisper does."
         ),
     )

@@ -1,10 +1,11 @@
-"""With WHISPER__TRIM_WINDOW_PADDING a short window is encoded as its audio and a second of padding, not as 30 s."""
+"""With WHISPER__CONTENT_WINDOWS a short window is encoded as its audio and a second of padding, not as 30 s."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from faster_whisper import WhisperModel
+from faster_whisper.transcribe import Word
 
 from speaches.audio.decoding import decode_audio
 from speaches.config import Settings, WhisperConfig
@@ -15,6 +16,8 @@ from speaches.transcription.content_window import (
     MIN_FRAMES,
     TAIL_FRAMES,
     ContentWindowWhisperModel,
+    content_windows,
+    cuts_windows,
     full_windows,
     trim_window_padding,
 )
@@ -72,21 +75,38 @@ def test_no_audio_at_all_is_the_shortest_window() -> None:
     assert trim_window_padding(np.zeros((1, BANDS, WINDOW), dtype=np.float32)).shape[-1] == MIN_FRAMES
 
 
-def test_the_loader_encodes_full_windows_unless_told_to_trim() -> None:
+def test_the_loader_cuts_windows_where_the_setting_says() -> None:
+    """`off`: faster-whisper's own model. `live`: cut only where a live step asks (`content_windows`). `all`: cut
+    everywhere but where a decisive live step asks for the full window."""
     settings = Settings()
-    assert type(load_whisper_model(ModelRef(Kind.STT, TINY_EN), settings).model) is WhisperModel
-    settings.whisper.trim_window_padding = True
-    content = load_whisper_model(ModelRef(Kind.STT, TINY_EN), settings).model
-    assert isinstance(content, ContentWindowWhisperModel)
+    models = {}
+    for setting in ("off", "live", "all"):
+        settings.whisper.content_windows = setting  # type: ignore[assignment]
+        models[setting] = load_whisper_model(ModelRef(Kind.STT, TINY_EN), settings).model
+    assert type(models["off"]) is WhisperModel
+    seen = {}
+    for setting, model in models.items():
+        with content_windows():
+            inside_content = cuts_windows(model)
+            with full_windows():
+                inside_full_within_content = cuts_windows(model)
+        with full_windows():
+            inside_full = cuts_windows(model)
+        seen[setting] = (cuts_windows(model), inside_content, inside_full, inside_full_within_content)
+    assert seen == {
+        "off": (False, False, False, False),
+        "live": (False, True, False, False),
+        "all": (True, True, False, False),
+    }
 
 
 @pytest.fixture(scope="module")
 def base_models() -> tuple[WhisperModel, WhisperModel]:
     settings = Settings()
     settings.whisper.max_batch_size = 1
-    settings.whisper.trim_window_padding = True
+    settings.whisper.content_windows = "all"
     content = load_whisper_model(ModelRef(Kind.STT, BASE), settings).model
-    settings.whisper.trim_window_padding = False
+    settings.whisper.content_windows = "off"
     return content, load_whisper_model(ModelRef(Kind.STT, BASE), settings).model
 
 
@@ -117,7 +137,7 @@ def test_batched_mode_keeps_every_sentence_with_content_windows() -> None:
     reference = DENSE.with_suffix(".txt").read_text(encoding="utf-8")
     errors = {}
     for trim in (True, False):
-        config = WhisperConfig(max_batch_size=1, trim_window_padding=trim)
+        config = WhisperConfig(max_batch_size=1, content_windows="all" if trim else "off")
         model = load_whisper_model(ModelRef(Kind.STT, TINY_EN), Settings(whisper=config)).model
         assert isinstance(model, ContentWindowWhisperModel) is trim
         transcription = Transcription(DENSE, DecodeOptions(), config, model_id=TINY_EN)
@@ -141,9 +161,9 @@ def test_content_windows_of_one_length_share_a_batch() -> None:
 
     jfk = decode_audio(AUDIO_DIR / "jfk.flac")
     licence = decode_audio(AUDIO_DIR / "multilingual.mp3")[: 12 * 16_000]
-    whisper = {"max_batch_size": 8, "batch_wait_ms": 1000, "num_workers": 1, "trim_window_padding": True}
+    whisper = {"max_batch_size": 8, "batch_wait_ms": 1000, "num_workers": 1, "content_windows": "all"}
     batching = load_whisper_model(ModelRef(Kind.STT, TINY_EN), Settings(whisper=whisper)).model
-    alone_settings = Settings(whisper={"max_batch_size": 1, "trim_window_padding": True})
+    alone_settings = Settings(whisper={"max_batch_size": 1, "content_windows": "all"})
     alone_model = load_whisper_model(ModelRef(Kind.STT, TINY_EN), alone_settings).model
     options = {"beam_size": 1, "temperature": 0.0}
     alone = [transcribe(alone_model, audio, **options) for audio in (jfk, licence)]
@@ -155,9 +175,43 @@ def test_content_windows_of_one_length_share_a_batch() -> None:
     assert any(call == "generate" and windows > 1 for call, windows in queue.batch_sizes), queue.batch_sizes
 
 
-def test_a_decisive_hearing_gets_the_full_window() -> None:
-    """Inside `full_windows` (a live step at a pause or at the end of the stream) nothing is cut."""
-    features = window(300)
-    with full_windows():
-        assert trim_window_padding(features) is features
-    assert trim_window_padding(features).shape[-1] == MIN_FRAMES
+def test_a_live_step_whose_content_window_loops_is_heard_again_at_full_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows cut right at the audio's end (no tail, no minimum) send tiny.en into loops on jfk's first 2 s
+    ("And so my fellow mirror and so my fellow mirror ..."); the live step notices and hears the buffer again at
+    30 s, so what it returns is what the full window hears."""
+    from speaches.live import hearing
+    from speaches.transcription import content_window
+
+    settings = Settings(whisper={"max_batch_size": 1, "content_windows": "live"})
+    model = load_whisper_model(ModelRef(Kind.STT, TINY_EN), settings).model
+    buffer = decode_audio(AUDIO_DIR / "jfk.flac")[: 2 * 16_000]
+    full = [word.word for word in transcribe_buffer(model, buffer, "en", "", decisive=True).words]
+    monkeypatch.setattr(content_window, "MIN_FRAMES", 100)
+    monkeypatch.setattr(content_window, "TAIL_FRAMES", 0)
+    monkeypatch.setattr(content_window, "ROUND_FRAMES", 2)
+    with content_windows():
+        segments, _ = model.transcribe(buffer, language="en", beam_size=1, temperature=0.0, max_new_tokens=48)
+        looped = "".join(segment.text for segment in segments)
+    assert hearing.repeats_itself([Word(0, 0, f" {word}", 1.0) for word in looped.split()]), looped
+    stepped = [word.word for word in transcribe_buffer(model, buffer, "en", "").words]
+    assert stepped == full
+    assert not hearing.repeats_itself(transcribe_buffer(model, buffer, "en", "").words)
+
+
+@pytest.mark.parametrize(
+    ("text", "loops"),
+    [
+        ("n, n, n, n, n, n,", True),
+        ("And so my fellow Americans. And so my fellow Americans. And so my fellow Americans.", True),
+        ("and so and so and so and", True),
+        (JFK_TEXT, False),
+        (LAMP_TEXT, False),
+        ("No, no. Not that one.", False),
+    ],
+)
+def test_a_phrase_said_three_times_in_a_row_is_a_loop(text: str, loops: bool) -> None:
+    from speaches.live.hearing import repeats_itself
+
+    assert repeats_itself([Word(0, 0, f" {word}", 1.0) for word in text.split()]) is loops

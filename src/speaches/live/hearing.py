@@ -10,8 +10,8 @@ for long enough, was skipped (`unheard_speech`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from faster_whisper import WhisperModel
     from faster_whisper.transcribe import Word
+
+logger = logging.getLogger(__name__)
 
 LiveTask = Literal["transcribe", "translate"]
 
@@ -81,11 +83,13 @@ def transcribe_buffer(
     hypothesis, for `LiveTranscriber._trim`.
 
     `decisive`: the step's words will be taken on this one hearing (a pause, the end of the stream), and its
-    audio ends in silence: it hears Whisper's full 30 s window (`full_windows`), not just its audio.
+    audio ends in silence: it hears Whisper's full 30 s window (`full_windows`). Any other step hears a content
+    window where the model cuts them (`WHISPER__CONTENT_WINDOWS=live` or `all`), and is heard again at 30 s if
+    that came out as a repetition loop.
     """
-    from speaches.transcription.content_window import full_windows
+    from speaches.transcription.content_window import content_windows, full_windows
 
-    with full_windows() if decisive else contextlib.nullcontext():
+    with full_windows() if decisive else content_windows():
         return _hear(model, audio, language, prompt, task)
 
 
@@ -103,6 +107,8 @@ def _hear(model: WhisperModel, audio: np.ndarray, language: str | None, prompt: 
 
 
 def _decode(model: WhisperModel, audio: np.ndarray, language: str | None, prompt: str, task: LiveTask) -> Hypothesis:
+    from speaches.transcription.content_window import cuts_windows, full_windows
+
     segments, info = model.transcribe(
         audio,
         task=task,
@@ -115,8 +121,37 @@ def _decode(model: WhisperModel, audio: np.ndarray, language: str | None, prompt
         temperature=0.0,
         max_new_tokens=max_step_tokens(len(audio) / SAMPLE_RATE),
     )
-    words = [word for segment in segments for word in segment.words or ()]
+    heard = list(segments)
+    words = [word for segment in heard for word in segment.words or ()]
+    if cuts_windows(model) and (
+        any(segment.compression_ratio > LOOP_COMPRESSION_RATIO for segment in heard) or repeats_itself(words)
+    ):
+        logger.info("a live step's content window came out as a loop; it is heard again at 30 s")
+        with full_windows():
+            return _decode(model, audio, language, prompt, task)
     return Hypothesis(words=words, language=info.language)
+
+
+LOOP_COMPRESSION_RATIO = 2.4
+"""A hearing whose text gzips this well is a repetition loop: faster-whisper's own threshold for retrying a
+window at a higher temperature. Plain speech stays under 2 (1.6-1.8 on the licence reading)."""
+LOOP_REPEATS = 3
+LOOP_PHRASE_WORDS = 8
+"""A phrase of up to this many words said `LOOP_REPEATS` times in a row is a loop too: short loops gzip no better
+than speech ("n, n, n, n, n, n, n, n, n," at 2.0; "And so my fellow Americans." three times at 2.38)."""
+
+
+def repeats_itself(words: Sequence[Word]) -> bool:
+    """Whether some phrase of 1 to `LOOP_PHRASE_WORDS` words comes `LOOP_REPEATS` times in a row (case and
+    punctuation aside). Speech that does ("no, no, no") only costs a second hearing at 30 s."""
+    said = [text for text in ("".join(c for c in word.word.lower() if c.isalnum()) for word in words) if text]
+    for size in range(1, LOOP_PHRASE_WORDS + 1):
+        span = size * LOOP_REPEATS
+        for start in range(len(said) - span + 1):
+            phrase = said[start : start + size]
+            if all(said[start + size * k : start + size * (k + 1)] == phrase for k in range(1, LOOP_REPEATS)):
+                return True
+    return False
 
 
 UNHEARD_SPEECH_SECONDS = 2.0

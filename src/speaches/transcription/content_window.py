@@ -14,10 +14,12 @@ second of it, buffers of 0.6-3 s still looped ("And so and so and so ...", "s s 
 of them. From 10 s up none of those did, and the shared clips came out as with the full window, bar
 punctuation and the word cut at a buffer's end, for both bundled models and both tasks.
 
-Off by default (`WHISPER__TRIM_WINDOW_PADDING`): a 20 s live buffer that ended inside a word still looped, 148
-short utterances got 1.1% more word errors (tiny.en), and the test suite, run with it on, found tiny.en
-mishearing a short synthesized sentence and confirming "Thank you." after a live session's last word
-(docs/benchmarks.md#content-windows).
+Where it applies is `WHISPER__CONTENT_WINDOWS`: `off` (the default), `live` (a live session's steps while speech
+goes on; see `speaches.live.hearing`) or `all`. A block of code asks for one or the other with `content_windows()`
+or `full_windows()`; elsewhere the model's own default holds. Off by default: a 20 s live buffer that ended inside
+a word still looped, 148 short utterances got 1.1% more word errors (tiny.en), an upload repeated its last
+sentence, and the test suite, run with it on everywhere, found tiny.en mishearing a short synthesized sentence
+and confirming "Thank you." after a live session's last word (docs/benchmarks.md#content-windows).
 """
 
 from __future__ import annotations
@@ -40,34 +42,51 @@ shape (`batch_calls.py`), so the cut trades a little encoder work for companions
 2-20 s falls in one of four lengths, most of batched mode's chunks in the full 30 s)."""
 
 
-_FULL_WINDOWS: contextvars.ContextVar[bool] = contextvars.ContextVar("full_windows", default=False)
+_CONTENT_WINDOWS: contextvars.ContextVar[bool | None] = contextvars.ContextVar("content_windows", default=None)
+"""Whether windows are cut in this block (this thread): True, False, or None for the model's own default."""
 
 
 @contextlib.contextmanager
-def full_windows() -> Iterator[None]:
+def _windows(cut: bool) -> Iterator[None]:
+    token = _CONTENT_WINDOWS.set(cut)
+    try:
+        yield
+    finally:
+        _CONTENT_WINDOWS.reset(token)
+
+
+def full_windows() -> contextlib.AbstractContextManager[None]:
     """Within this block (in this thread), windows are encoded at Whisper's full 30 s.
 
     For a hearing that is taken on its own say, where the audio ends in silence: a live step at a pause or at
     the end of the stream. There a content window made tiny.en write "country. Thank you." into jfk's last
     half second of silence, in every one of six runs, and the full window did not.
     """
-    token = _FULL_WINDOWS.set(True)
-    try:
-        yield
-    finally:
-        _FULL_WINDOWS.reset(token)
+    return _windows(False)
+
+
+def content_windows() -> contextlib.AbstractContextManager[None]:
+    """Within this block (in this thread), a model that can cut its windows (`ContentWindowWhisperModel`) does."""
+    return _windows(True)
+
+
+def cuts_windows(model: object) -> bool:
+    """Whether `model.encode`, called here and now, would cut its windows to their audio."""
+    if not isinstance(model, ContentWindowWhisperModel):
+        return False
+    wanted = _CONTENT_WINDOWS.get()
+    return model.cut_by_default if wanted is None else wanted
 
 
 def trim_window_padding(features: np.ndarray) -> np.ndarray:
     """`features` (frames last, one window or a batch) without the padding frames past the latest audio of any
     window but `TAIL_FRAMES`, in whole `ROUND_FRAMES` and at least `MIN_FRAMES`; unchanged when nothing would go.
+    (Whether to cut at all is the caller's: `cuts_windows`.)
 
     Padding is told apart by its value: faster-whisper pads with zeros, while a frame of audio, even of digital
     silence, is never zero in every mel band (log-mel values are normalised to about -1.5 ... 1.5 and floored
     8 decades below the loudest).
     """
-    if _FULL_WINDOWS.get():
-        return features
     frames = features.shape[-1]
     bands = tuple(range(features.ndim - 1))
     # Scanned from the end: a window's padding is its tail.
@@ -78,17 +97,23 @@ def trim_window_padding(features: np.ndarray) -> np.ndarray:
 
 
 class ContentWindowWhisperModel(WhisperModel):
-    """faster-whisper's model, encoding each window as its audio and a second of padding (`trim_window_padding`).
+    """faster-whisper's model, able to encode each window as its audio and a second of padding
+    (`trim_window_padding`): by default when `cut_by_default` (`WHISPER__CONTENT_WINDOWS=all`), else only inside
+    `content_windows()`.
 
     Every path through faster-whisper (sequential and batched transcription, language detection) encodes
     through `encode`, so this is the one place the cut is made.
     """
 
+    def __init__(self, *args: Any, cut_by_default: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cut_by_default = cut_by_default
+
     def encode(self, features: np.ndarray) -> Any:
-        return super().encode(trim_window_padding(features))
+        return super().encode(encoder_input(self, features))
 
 
 def encoder_input(model: WhisperModel, features: np.ndarray) -> np.ndarray:
-    """What `model.encode` would encode of `features`: for a caller that runs the encoder window by window
-    over one batch, whose outputs must all have the batch's shape (it then encodes inside `full_windows`)."""
-    return trim_window_padding(features) if isinstance(model, ContentWindowWhisperModel) else features
+    """What `model.encode` would encode of `features` here and now: for a caller that runs the encoder window by
+    window over one batch, whose outputs must all have the batch's shape (it then encodes inside `full_windows`)."""
+    return trim_window_padding(features) if cuts_windows(model) else features

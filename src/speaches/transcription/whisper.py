@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,7 +58,12 @@ def load_whisper_model(ref: ModelRef, settings: Settings) -> LoadedModel[Whisper
 
     from speaches.transcription.content_window import ContentWindowWhisperModel
 
-    model_class = ContentWindowWhisperModel if settings.whisper.trim_window_padding else WhisperModel
+    content_windows = settings.whisper.content_windows
+    model_class: Callable[..., WhisperModel] = (
+        WhisperModel
+        if content_windows == "off"
+        else functools.partial(ContentWindowWhisperModel, cut_by_default=content_windows == "all")
+    )
     resolved = find_whisper_model(ref, settings)
     device = resolve_device(settings.whisper.inference_device)
     compute_type = resolve_compute_type(settings.whisper.compute_type, device)
