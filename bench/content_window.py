@@ -1,8 +1,10 @@
-"""Encoding a window as its audio (the server's default) against faster-whisper's full 30 s window, in one run.
+"""Encoding a window as its audio (`WHISPER__CONTENT_WINDOWS=all`) against faster-whisper's full 30 s window, in
+one run.
 
 Both models are loaded in this process by the server's loader with the same CTranslate2 settings (one
-worker, `--threads` threads), once as the raw library (`WHISPER__CONTENT_WINDOWS=off`) and once as the
-server loads it with `WHISPER__CONTENT_WINDOWS=all`; each case runs on both in turns, `--rounds` times, and the best time of each counts:
+worker, `--threads` threads), once as the raw library (`WHISPER__CONTENT_WINDOWS=off`) and once with
+`WHISPER__CONTENT_WINDOWS=all`; each case runs on both in turns, `--rounds` times, and the best time of each
+counts:
 
 - uploads: the shared clips (lamp 3 s, jfk 11 s, the 30.3 s licence reading) transcribed as the server
   does below 30 s (sequential, beam 5, temperature 0, no previous text), and the French clip translated

@@ -68,10 +68,10 @@ class WhisperConfig(BaseModel):
             "steps, at least 10 s), not as the whole padded 30 s: 3-8 times less encoder work on short audio. "
             "`live`: only a live session's steps while speech goes on (Realtime turns, the live WebSocket); a step "
             "at a pause or at the end of the stream, and every upload, still hear 30 s. `all`: uploads too. A "
-            "hearing that comes out as a repetition loop is heard again at 30 s. Off by default: with `live` the "
-            "live WebSocket's word error rate rose on the benchmark audio, and with `all` an upload repeated its "
-            "last sentence (docs/usage/transcription.md). Off: every window is encoded at 30 s, as Whisper was "
-            "trained and as faster-whisper does."
+            "hearing that comes out as a repetition loop is heard again at 30 s. Off by default: `live` halved live "
+            "latency on a slow CPU but once lost words on the live WebSocket, and with `all` an upload repeated "
+            "its last sentence (docs/usage/transcription.md). Off: every window is encoded at 30 s, as Whisper "
+            "was trained and as faster-whisper does."
         ),
     )
     use_batched_mode: bool = Field(
