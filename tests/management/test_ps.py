@@ -170,11 +170,14 @@ def settled_rss(server: Server, target: int, timeout: float = 5.0) -> int:
 
 def test_memory_comes_back_after_unload_and_after_ttl() -> None:
     with running_server({"STT_MODEL_TTL": "2", "TTS_MODEL_TTL": "2"}) as server:
-        # One warm-up round: the first use of each library maps code and builds caches that stay.
-        assert transcribe(server, BASE).status_code == 200
-        assert speak(server).status_code == 200
-        assert httpx.delete(f"{server.url}/api/ps/{BASE}").status_code == 200
-        assert httpx.delete(f"{server.url}/api/ps/{VOICE}").status_code == 200
+        # Two warm-up rounds: the first use of each library maps code and builds caches that stay, and on one
+        # host (2 vCPUs, no AVX-512) the second cycle still kept 38-61 MB that the third gave back.
+        # A 404: its 2 s TTL was quicker than the DELETE.
+        for _ in range(2):
+            assert transcribe(server, BASE).status_code == 200
+            assert speak(server).status_code == 200
+            assert httpx.delete(f"{server.url}/api/ps/{BASE}").status_code in (200, 404)
+            assert httpx.delete(f"{server.url}/api/ps/{VOICE}").status_code in (200, 404)
 
         # Explicit unload of the base model.
         before = server.rss_bytes()
