@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import AUDIO_DIR, Server
-
-NODE_DIR = Path(__file__).resolve().parent
+from tests.node import NODE_DIR, node_with_openai_sdk
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_DIR / "node_modules" / "openai" / "package.json").is_file():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: cannot install the openai package"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
-    return node
+    return node_with_openai_sdk()
 
 
 def test_openai_node_sdk(node: str, server: Server) -> None:

@@ -7,29 +7,22 @@ Skipped only when Node.js is not installed; the SDK comes from tests/node/packag
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import AUDIO_DIR, running_server
+from tests.node import NODE_DIR, node_with_openai_sdk
 from tests.realtime.realtime_client import pcm_at
 
 pytestmark = pytest.mark.server
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 API_KEY = "node-realtime-key"
 
 
 def test_openai_node_sdk_realtime(tmp_path: Path) -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_DIR / "node_modules" / "openai" / "package.json").is_file():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: cannot install the openai package"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
+    node = node_with_openai_sdk()
     # Node 22 has a WebSocket of its own; Node 20 only behind a flag.
     has_websocket = (
         subprocess.run([node, "-e", "process.exit(typeof WebSocket === 'undefined' ? 1 : 0)"]).returncode == 0

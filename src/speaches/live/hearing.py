@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from speaches.live.local_agreement import normalize_word
 from speaches.live.pcm_buffer import SAMPLE_RATE
 
 if TYPE_CHECKING:
@@ -142,9 +143,10 @@ than speech ("n, n, n, n, n, n, n, n, n," at 2.0; "And so my fellow Americans." 
 
 
 def repeats_itself(words: Sequence[Word]) -> bool:
-    """Whether some phrase of 1 to `LOOP_PHRASE_WORDS` words comes `LOOP_REPEATS` times in a row (case and
-    punctuation aside). Speech that does ("no, no, no") only costs a second hearing at 30 s."""
-    said = [text for text in ("".join(c for c in word.word.lower() if c.isalnum()) for word in words) if text]
+    """Whether some phrase of 1 to `LOOP_PHRASE_WORDS` words comes `LOOP_REPEATS` times in a row, words compared
+    as LocalAgreement compares them (`normalize_word`). Speech that does ("no, no, no") only costs a second
+    hearing at 30 s."""
+    said = [text for text in (normalize_word(word.word) for word in words) if text]
     for size in range(1, LOOP_PHRASE_WORDS + 1):
         span = size * LOOP_REPEATS
         for start in range(len(said) - span + 1):
