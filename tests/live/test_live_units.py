@@ -242,3 +242,26 @@ def test_a_word_stretched_over_skipped_speech_covers_only_a_word_s_length() -> N
 
 def test_silence_without_words_is_not_unheard_speech() -> None:
     assert unheard_speech(np.zeros(10 * SAMPLE_RATE, dtype=np.float32), []) == []
+
+
+def test_words_without_speech_are_dropped_from_a_hearing() -> None:
+    from faster_whisper.transcribe import Word
+
+    from speaches.live.hearing import spoken_words, untimed_runs
+
+    def word(text: str, start: float, end: float) -> Word:
+        return Word(start, end, text, 0.9)
+
+    # tiny.en's loop on a 2.2 s buffer: the words, then dots at one instant; and a sentence written twice,
+    # the second time with no audio of its own.
+    dots = [word(" for", 2.0, 2.1), word(" you.", 2.1, 2.2), *[word(" .", 2.2, 2.2)] * 6]
+    assert [w.word for w in spoken_words(dots)] == [" for", " you."]
+    twice = [word(" turn", 0.7, 1.2), word(" on", 1.2, 1.4), word(" the", 1.4, 1.6), word(" lamp.", 1.6, 2.2)]
+    twice += [word(text, 2.2, 2.2) for text in (" turn", " on", " the", " lamp.")]
+    assert untimed_runs(twice) == [(4, 8)]
+    assert [w.word for w in spoken_words(twice)] == [" turn", " on", " the", " lamp."]
+    # Fast speech can give a word or three no duration; that is not a run.
+    quick = [word(" a", 0.0, 0.0), word(" b", 0.0, 0.0), word(" c", 0.0, 0.0), word(" dee", 0.0, 0.3)]
+    assert spoken_words(quick) == quick
+    # A lone dash between words has no letters: nothing to say.
+    assert [w.word for w in spoken_words([word(" above", 0.0, 0.3), word("-", 0.3, 0.3)])] == [" above"]

@@ -125,12 +125,27 @@ def _decode(model: WhisperModel, audio: np.ndarray, language: str | None, prompt
     heard = list(segments)
     words = [word for segment in heard for word in segment.words or ()]
     if cuts_windows(model) and (
-        any(segment.compression_ratio > LOOP_COMPRESSION_RATIO for segment in heard) or repeats_itself(words)
+        any(segment.compression_ratio > LOOP_COMPRESSION_RATIO for segment in heard)
+        or repeats_itself(words)
+        or untimed_runs(words)
     ):
         logger.info("a live step's content window came out as a loop; it is heard again at 30 s")
         with full_windows():
             return _decode(model, audio, language, prompt, task)
-    return Hypothesis(words=words, language=info.language)
+    return Hypothesis(words=spoken_words(words), language=info.language)
+
+
+def spoken_words(words: Sequence[Word]) -> list[Word]:
+    """`words` without those that hold no speech: a "word" of punctuation alone, and every word of an
+    untimed run (`untimed_runs`).
+
+    Both are how Whisper's loops come out, at 30 s windows too: tiny.en heard a 2.2 s buffer ending in "for
+    you." as that and then 36 "." words at one instant, and each later step on that buffer as dots alone; had
+    they been kept, two such hearings agree and the dots are confirmed. Dropped, nothing is lost: a real word
+    always has letters, digits or signs, and audio of its own.
+    """
+    untimed = {index for first, last in untimed_runs(words) for index in range(first, last)}
+    return [word for index, word in enumerate(words) if index not in untimed and normalize_word(word.word)]
 
 
 LOOP_COMPRESSION_RATIO = 2.4
@@ -154,6 +169,28 @@ def repeats_itself(words: Sequence[Word]) -> bool:
             if all(said[start + size * k : start + size * (k + 1)] == phrase for k in range(1, LOOP_REPEATS)):
                 return True
     return False
+
+
+UNTIMED_WORD_SECONDS = 0.05
+UNTIMED_RUN_WORDS = 4
+"""This many words in a row, each aligned to less than `UNTIMED_WORD_SECONDS` of audio, are text the audio does
+not hold (four words take more than 0.2 s to say): seen where a content window wrote a sentence twice ("turn on
+the living room lamp." the second time all at one instant, 2.2-2.2 s), where it wrote jfk's first sentence into
+the middle of his second, and in the dots of `spoken_words`."""
+
+
+def untimed_runs(words: Sequence[Word]) -> list[tuple[int, int]]:
+    """Each run of at least `UNTIMED_RUN_WORDS` consecutive words shorter than `UNTIMED_WORD_SECONDS`, as
+    (first index, index after the last)."""
+    runs = []
+    first = 0
+    for index, word in enumerate([*words, None]):
+        if word is not None and word.end - word.start < UNTIMED_WORD_SECONDS:
+            continue
+        if index - first >= UNTIMED_RUN_WORDS:
+            runs.append((first, index))
+        first = index + 1
+    return runs
 
 
 UNHEARD_SPEECH_SECONDS = 2.0

@@ -140,18 +140,28 @@ class LocalAgreement:
         boundary_tolerance: float = 0.1,
         max_repeat_words: int = 5,
         repeat_window: float = 1.0,
+        cut_margin: float = 0.25,
+        max_word_seconds: float = 1.0,
     ) -> None:
         """`boundary_tolerance`: seconds within which two times at a word boundary count as the same.
 
         `max_repeat_words`: the longest run of repeated confirmed words removed from a hypothesis' head.
         `repeat_window`: after a cut at the confirmed end, how far into the buffer a repeat may start.
+        `cut_margin`: how far before the next word's start a cut is made (see `trim_point`).
+        `max_word_seconds`: the most audio a confirmed word counts as covering, whatever its timing says: near
+        a buffer's end Whisper squeezes the last words, and a confirmed "not" timed over 1.4 s hid the "what"
+        after it from the time rule, which then dropped "what" from every later hypothesis.
         """
         self._boundary_tolerance = boundary_tolerance
         self._repeat_window = repeat_window
+        self._cut_margin = cut_margin
+        self._max_word_seconds = max_word_seconds
         self._confirmed_text = ""
         self._recent_confirmed: deque[Word] = deque(maxlen=max_repeat_words)
         self._last_confirmed_end: float | None = None
-        self._last_sentence_end: float | None = None
+        # The confirmed word that ends the latest sentence, and the confirmed word after it (once there is one).
+        self._sentence_end_word: Word | None = None
+        self._after_sentence_end: Word | None = None
         # The latest hypothesis after its confirmed part: what the next hypothesis must agree with.
         self._unconfirmed: list[Word] = []
         self._buffer_offset = 0.0
@@ -228,16 +238,43 @@ class LocalAgreement:
     def trim_point(self, buffer_start: float, buffer_end: float, max_buffer_seconds: float) -> float | None:
         """Where the caller may cut its audio buffer (absolute seconds), or None to keep it whole.
 
-        The end of the last confirmed sentence inside the buffer; failing that, once the buffer is longer
-        than `max_buffer_seconds`, the end of the last confirmed word inside it. If nothing at all is
-        confirmed inside an over-long buffer this returns None, and bounding memory then is the caller's
-        call (such audio is usually noise that Whisper hears differently every time).
+        After the last confirmed sentence inside the buffer; failing that, once the buffer is longer than
+        `max_buffer_seconds`, after the last confirmed word inside it. If nothing at all is confirmed inside an
+        over-long buffer this returns None, and bounding memory then is the caller's call (such audio is
+        usually noise that Whisper hears differently every time).
+
+        The cut goes `cut_margin` before the next word's start where that comes sooner than the confirmed
+        word's end (never before the confirmed word's midpoint): word edges are approximate, and a cut at
+        "the"'s end took the "s" off the "software" that followed, which every later step then heard as
+        "twitter". A sliver of the confirmed word left in the buffer costs nothing: the time rule drops it.
         """
-        if self._last_sentence_end is not None and self._last_sentence_end > buffer_start:
-            return self._last_sentence_end
+        sentence = self._sentence_end_word
+        if sentence is not None:
+            following = self._after_sentence_end or self._first_unconfirmed_after(sentence)
+            cut = self._cut_after(sentence, following)
+            if cut > buffer_start + self._boundary_tolerance:
+                return cut
         buffer_too_long = buffer_end - buffer_start > max_buffer_seconds
-        if buffer_too_long and self._last_confirmed_end is not None and self._last_confirmed_end > buffer_start:
-            return self._last_confirmed_end
+        if buffer_too_long and self._recent_confirmed:
+            last = self._recent_confirmed[-1]
+            cut = self._cut_after(last, self._first_unconfirmed_after(last))
+            if cut > buffer_start + self._boundary_tolerance:
+                return cut
+        return None
+
+    def _word_end(self, word: Word) -> float:
+        """The end of the audio a confirmed word counts as covering (see `max_word_seconds`)."""
+        return min(word.end, word.start + self._max_word_seconds)
+
+    def _cut_after(self, word: Word, following: Word | None) -> float:
+        cut = self._word_end(word)
+        if following is not None:
+            cut = min(cut, following.start - self._cut_margin)
+        return max(cut, _midpoint(word))
+
+    def _first_unconfirmed_after(self, word: Word) -> Word | None:
+        if self._unconfirmed and self._unconfirmed[0].start >= word.start:
+            return self._unconfirmed[0]
         return None
 
     def prompt(self, buffer_offset: float, max_chars: int = 200) -> str:
@@ -308,13 +345,16 @@ class LocalAgreement:
             pieces.append(piece)
             last_char = (last_char + piece)[-1:]
             length += len(piece)
+            end = self._word_end(word)
             self._recent_confirmed.append(word)
-            self._confirmed_in_buffer.append((word.end, length))
+            self._confirmed_in_buffer.append((end, length))
             # max() because Whisper's word times are not strictly monotonic; the boundary must not move back.
-            if self._last_confirmed_end is None or word.end > self._last_confirmed_end:
-                self._last_confirmed_end = word.end
+            if self._last_confirmed_end is None or end > self._last_confirmed_end:
+                self._last_confirmed_end = end
             if ends_sentence(word.word):
-                self._last_sentence_end = word.end
+                self._sentence_end_word, self._after_sentence_end = word, None
+            elif self._sentence_end_word is not None and self._after_sentence_end is None:
+                self._after_sentence_end = word
         delta = "".join(pieces)
         self._confirmed_text += delta
         return Confirmation(words=tuple(words), text=delta)
