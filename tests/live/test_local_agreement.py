@@ -481,3 +481,16 @@ def test_a_confirmed_word_timed_over_the_next_one_does_not_hide_it() -> None:
     policy.insert(later, 0.0)
     policy.insert(later, 0.0)
     assert policy.confirmed_text == "ask not what your"
+
+
+def test_a_word_confirmed_at_one_instant_is_not_confirmed_again_when_heard_there_again() -> None:
+    # tiny.en timed "following" at 4.6-4.6: its midpoint is the confirmed end, where the time rule keeps words.
+    policy = LocalAgreement()
+    first = timed((" the", 4.2, 4.6), (" following", 4.6, 4.6), (" condition.", 4.6, 4.8))
+    policy.insert(first, 0.0)
+    policy.insert(timed((" the", 4.2, 4.6), (" following", 4.6, 4.6), (" conditions.", 4.6, 5.0)), 0.0)
+    assert policy.confirmed_text == "the following"
+    again = timed((" the", 4.2, 4.6), (" following", 4.6, 4.6), (" conditions,", 4.6, 5.1), (" the", 5.6, 5.7))
+    policy.insert(again, 0.0)
+    policy.insert(again, 0.0)
+    assert policy.confirmed_text == "the following conditions, the"

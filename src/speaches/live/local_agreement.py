@@ -316,6 +316,11 @@ class LocalAgreement:
             return words
         confirmed_end = self._last_confirmed_end
         words = [word for word in words if _midpoint(word) >= confirmed_end]
+        # A confirmed word Whisper timed at one instant ("following" at 4.6-4.6) has its midpoint at the
+        # confirmed end, so the time rule keeps it when it is heard again at the same instant; it was confirmed
+        # twice ("the following following conditions"). The same word at the same times is the same word.
+        while words and any(self._same_word(words[0], confirmed) for confirmed in self._recent_confirmed):
+            words = words[1:]
         if not words or not self._could_repeat_confirmed(words[0], confirmed_end, buffer_offset):
             return words
         recent = [normalize_word(word.word) for word in self._recent_confirmed]
@@ -324,6 +329,13 @@ class LocalAgreement:
             if recent[-length:] == head[:length]:
                 return words[length:]
         return words
+
+    def _same_word(self, heard: Word, confirmed: Word) -> bool:
+        return (
+            abs(heard.start - confirmed.start) <= self._boundary_tolerance
+            and abs(heard.end - confirmed.end) <= self._boundary_tolerance
+            and normalize_word(heard.word) == normalize_word(confirmed.word)
+        )
 
     def _could_repeat_confirmed(self, first_word: Word, confirmed_end: float, buffer_offset: float) -> bool:
         # While the confirmed audio is still in the buffer, Whisper aligns a repeated word to that audio.
