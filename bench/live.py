@@ -29,26 +29,21 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tests.helpers import AUDIO_DIR, JFK_TEXT, LAMP_TEXT, LICENCE_TEXT, TINY_EN, running_server, word_error_rate
+from tests.helpers import JFK_TEXT, LAMP_TEXT, LICENCE_TEXT, TINY_EN, running_server, word_error_rate
 from tests.live.live_client import FRAME_SECONDS, SAMPLE_RATE, float_to_pcm, live_url, stream
+from tests.live.speech_corpus import licence_jfk_lamp
 
-from speaches.audio.decoding import decode_audio
 from speaches.config import Settings
 from speaches.models.catalog import Kind, ModelRef
 from speaches.transcription.whisper import load_whisper_model
 
 MEDIAN_TARGET_SECONDS = 2.0
-ENGLISH_PART_SECONDS = 30.3  # multilingual.mp3 turns to German at about 30.7 s
 # The bench audio: the English part of multilingual.mp3, then jfk, then the lamp clip.
 REFERENCE = f"{LICENCE_TEXT} {JFK_TEXT} {LAMP_TEXT}"
 
 
 def bench_audio() -> np.ndarray:
-    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
-    licence = decode_audio(AUDIO_DIR / "multilingual.mp3")[: round(ENGLISH_PART_SECONDS * SAMPLE_RATE)]
-    jfk = decode_audio(AUDIO_DIR / "jfk.flac")
-    lamp = decode_audio(AUDIO_DIR / "turn_on_the_living_room_lamp.wav")
-    return np.concatenate([licence, gap, jfk, gap, lamp])
+    return licence_jfk_lamp().samples
 
 
 @dataclass

@@ -99,6 +99,14 @@ def recordings() -> list[Sentence]:
     ]
 
 
+def licence_jfk_lamp() -> Sentence:
+    """The live and realtime benchmarks' audio: the licence reading, jfk, the lamp clip, half a second apart."""
+    jfk, lamp, licence = recordings()
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    samples = np.concatenate([licence.samples, gap, jfk.samples, gap, lamp.samples])
+    return Sentence(f"{licence.text} {jfk.text} {lamp.text}", samples)
+
+
 @dataclass
 class Programme:
     script: list[str]

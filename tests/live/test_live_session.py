@@ -25,9 +25,16 @@ from speaches.live.session import (
 )
 from speaches.models.catalog import Kind, ModelRef
 from speaches.transcription.whisper import load_whisper_model
-from tests.helpers import AUDIO_DIR, JFK_TEXT, LAMP_TEXT, LICENCE_TEXT, TINY_EN, word_error_rate
-from tests.live.live_client import eventually, pcm_of, silence
-from tests.live.speech_corpus import missing_sentences, programme, recordings, scripted_sentences, spoken
+from tests.helpers import AUDIO_DIR, JFK_TEXT, TINY_EN, word_error_rate
+from tests.live.live_client import eventually, float_to_pcm, pcm_of, silence
+from tests.live.speech_corpus import (
+    licence_jfk_lamp,
+    missing_sentences,
+    programme,
+    recordings,
+    scripted_sentences,
+    spoken,
+)
 
 FRAME = 3200  # 100 ms
 
@@ -285,11 +292,8 @@ async def test_steps_replayed_chunk_by_chunk_confirm_no_loop_and_lose_no_clause(
     test_local_agreement.py and test_live_units.py, whose outcome does not depend on the model."""
     settings = Settings(whisper={"content_windows": content_windows})
     model = load_whisper_model(ModelRef(Kind.STT, TINY_EN), settings).model
-    gap = silence(0.5)
-    licence = pcm_of(AUDIO_DIR / "multilingual.mp3", end_seconds=30.3)
-    audio = (
-        licence + gap + pcm_of(AUDIO_DIR / "jfk.flac") + gap + pcm_of(AUDIO_DIR / "turn_on_the_living_room_lamp.wav")
-    )
+    speech = licence_jfk_lamp()
+    audio = float_to_pcm(speech.samples)
     pool = InferencePool(concurrency=1, max_queued=4)
     transcriber = LiveTranscriber(model, pool, language="en", min_chunk_seconds=min(1.0, chunk_seconds))
     worker = asyncio.create_task(collect(transcriber))
@@ -304,7 +308,7 @@ async def test_steps_replayed_chunk_by_chunk_confirm_no_loop_and_lose_no_clause(
     model.model.unload_model()
     words = [word.word for update in updates for word in update.words]
     assert all(normalize_word(word) for word in words), [word for word in words if not normalize_word(word)]
-    clauses = [part for text in (LICENCE_TEXT, JFK_TEXT, LAMP_TEXT) for part in re.split(r"[.,;]", text)]
+    clauses = re.split(r"[.,;]", speech.text)
     # Clauses of three words and more: a lone "sublicense" is spelt "sublicence" by tiny.en.
     assert missing_sentences([clause for clause in clauses if len(clause.split()) >= 3], transcriber.text) == []
-    assert word_error_rate(f"{LICENCE_TEXT} {JFK_TEXT} {LAMP_TEXT}", transcriber.text) <= 0.1, transcriber.text
+    assert word_error_rate(speech.text, transcriber.text) <= 0.1, transcriber.text
