@@ -172,9 +172,8 @@ def test_japanese_words_are_joined_without_spaces() -> None:
     policy.insert(timed(("こんにちは", 0.0, 0.6), ("世界", 0.6, 1.0)), 0.0)
     second = policy.insert(timed(("こんにちは", 0.0, 0.6), ("世界。", 0.6, 1.0), ("元気", 1.0, 1.3)), 0.0)
     assert second.text == "こんにちは世界。"
-    # "元気" follows "世界。" at once: the cut goes at the confirmed word's midpoint, not into "元気".
-    assert policy.trim_point(0.0, 1.3, max_buffer_seconds=30.0) == pytest.approx(0.8)
-    assert policy.insert(timed(("界。", 0.0, 0.2), ("元気", 0.2, 0.5), ("ですか？", 0.5, 1.0)), 0.8).text == "元気"
+    assert policy.trim_point(0.0, 1.3, max_buffer_seconds=30.0) == pytest.approx(1.0)
+    assert policy.insert(timed(("元気", 0.0, 0.3), ("ですか？", 0.3, 0.8)), 1.0).text == "元気"
     assert policy.flush().text == "ですか？"
     assert policy.confirmed_text == "こんにちは世界。元気ですか？"
 
@@ -194,7 +193,7 @@ def test_confirmed_words_repeated_at_the_head_after_a_cut_are_removed() -> None:
     policy.insert(spoken("The cat sat on the mat."), 0.0)
     assert policy.insert(spoken("The cat sat on the mat. And"), 0.0).text == "The cat sat on the mat."
     cut = policy.trim_point(0.0, 2.8, max_buffer_seconds=30.0)
-    assert cut == pytest.approx(2.2)  # "mat." is 2.0-2.4 and "And" starts at once: its midpoint
+    assert cut == pytest.approx(2.4)
     assert cut is not None
 
     # Whisper hears the tail of "the mat." again, squeezed onto the start of the cut buffer, where the time
@@ -213,7 +212,7 @@ def test_a_genuine_repeat_after_the_repeat_window_is_kept() -> None:
     policy.insert(spoken("Stop. wait"), 0.0)
     assert policy.confirmed_text == "Stop."
     cut = policy.trim_point(0.0, 0.8, max_buffer_seconds=30.0)
-    assert cut == pytest.approx(0.2)
+    assert cut == pytest.approx(0.4)
     assert cut is not None
     # Said again after a long pause: by then it cannot be a left-over of the confirmed word.
     again = timed((" Stop.", 1.5, 1.9), (" Please", 2.0, 2.4))
@@ -228,18 +227,15 @@ def test_words_in_confirmed_audio_are_skipped_by_time_after_a_cut_at_an_earlier_
     policy.insert(spoken("Hello world. How are you"), 0.0)
     assert policy.confirmed_text == "Hello world. How are"
     cut = policy.trim_point(0.0, 2.0, max_buffer_seconds=30.0)
-    assert cut == pytest.approx(0.6)  # in "world.", so "How are" is still in the buffer
+    assert cut == pytest.approx(0.8)  # after "world.", so "How are" is still in the buffer
     assert cut is not None
 
-    # The new buffer starts at 0.6 s, with the end of "world." in it; Whisper now spells the confirmed "How
-    # are" differently. Their time gives them away (they lie before the end of the confirmed audio, 1.6 s)
-    # although their text does not.
-    rehearing = timed(
-        (" world.", 0.0, 0.2), (" Howe", 0.2, 0.6), (" our", 0.6, 1.0), (" you", 1.0, 1.4), (" doing?", 1.4, 1.8)
-    )
+    # The new buffer starts at 0.8 s; Whisper now spells the confirmed "How are" differently. Their time
+    # gives them away (they lie before the end of the confirmed audio, 1.6 s) although their text does not.
+    rehearing = timed((" Howe", 0.0, 0.4), (" our", 0.4, 0.8), (" you", 0.8, 1.2), (" doing?", 1.2, 1.6))
     confirmation = policy.insert(rehearing, cut)
     assert confirmation.text == " you"
-    assert confirmation.words[0].start == pytest.approx(1.6)  # absolute time: buffer offset + 1.0
+    assert confirmation.words[0].start == pytest.approx(1.6)  # absolute time: buffer offset + 0.8
     assert policy.unconfirmed_text == " doing?"
     assert policy.flush().text == " doing?"
     assert policy.confirmed_text == "Hello world. How are you doing?"
@@ -294,14 +290,13 @@ def test_trim_point_is_the_last_confirmed_sentence_end_inside_the_buffer() -> No
     policy.insert(spoken("one two three four"), 0.0)
     assert policy.trim_point(0.0, 5.0, max_buffer_seconds=10.0) is None  # no sentence end, buffer short
     # No sentence end for too long: cut after the last confirmed word to bound memory.
-    assert policy.trim_point(0.0, 11.0, max_buffer_seconds=10.0) == pytest.approx(1.0)
+    assert policy.trim_point(0.0, 11.0, max_buffer_seconds=10.0) == pytest.approx(1.2)
 
     policy.insert(spoken("one two three four. five six"), 0.0)
     assert policy.confirmed_text == "one two three four."
-    # "four." is 1.2-1.6 and "five" follows at once: the cut is at the midpoint of "four.".
-    assert policy.trim_point(0.0, 5.0, max_buffer_seconds=10.0) == pytest.approx(1.4)
+    assert policy.trim_point(0.0, 5.0, max_buffer_seconds=10.0) == pytest.approx(1.6)
     # Once the buffer starts there, that sentence end is behind it.
-    assert policy.trim_point(1.4, 5.0, max_buffer_seconds=10.0) is None
+    assert policy.trim_point(1.6, 5.0, max_buffer_seconds=10.0) is None
 
 
 def test_prompt_holds_only_confirmed_text_whose_audio_is_before_the_buffer() -> None:

@@ -140,14 +140,17 @@ class LocalAgreement:
         boundary_tolerance: float = 0.1,
         max_repeat_words: int = 5,
         repeat_window: float = 1.0,
-        cut_margin: float = 0.25,
+        cut_margin: float = 0.0,
         max_word_seconds: float = 1.0,
     ) -> None:
         """`boundary_tolerance`: seconds within which two times at a word boundary count as the same.
 
         `max_repeat_words`: the longest run of repeated confirmed words removed from a hypothesis' head.
         `repeat_window`: after a cut at the confirmed end, how far into the buffer a repeat may start.
-        `cut_margin`: how far before the next word's start a cut is made (see `trim_point`).
+        `cut_margin`: how far before the next word's start a cut is made (see `trim_point`). 0 by default: with
+        0.25 s, four concurrent jfk sessions lost "ask what you can do for" in about one run of two (the
+        buffer then began inside "you.", and Whisper, prompted with "... can do for you.", skipped on to
+        "your country"); with 0 a cut still never goes past the next word's start.
         `max_word_seconds`: the most audio a confirmed word counts as covering, whatever its timing says: near
         a buffer's end Whisper squeezes the last words, and a confirmed "not" timed over 1.4 s hid the "what"
         after it from the time rule, which then dropped "what" from every later hypothesis.
@@ -250,14 +253,13 @@ class LocalAgreement:
         """
         sentence = self._sentence_end_word
         if sentence is not None:
-            following = self._after_sentence_end or self._first_unconfirmed_after(sentence)
-            cut = self._cut_after(sentence, following)
+            cut = self._cut_after(sentence, self._after_sentence_end or self._next_tentative())
             if cut > buffer_start + self._boundary_tolerance:
                 return cut
         buffer_too_long = buffer_end - buffer_start > max_buffer_seconds
         if buffer_too_long and self._recent_confirmed:
             last = self._recent_confirmed[-1]
-            cut = self._cut_after(last, self._first_unconfirmed_after(last))
+            cut = self._cut_after(last, self._next_tentative())
             if cut > buffer_start + self._boundary_tolerance:
                 return cut
         return None
@@ -272,10 +274,8 @@ class LocalAgreement:
             cut = min(cut, following.start - self._cut_margin)
         return max(cut, _midpoint(word))
 
-    def _first_unconfirmed_after(self, word: Word) -> Word | None:
-        if self._unconfirmed and self._unconfirmed[0].start >= word.start:
-            return self._unconfirmed[0]
-        return None
+    def _next_tentative(self) -> Word | None:
+        return self._unconfirmed[0] if self._unconfirmed else None
 
     def prompt(self, buffer_offset: float, max_chars: int = 200) -> str:
         """Text to prompt the model with for a buffer starting at `buffer_offset`.
@@ -316,11 +316,6 @@ class LocalAgreement:
             return words
         confirmed_end = self._last_confirmed_end
         words = [word for word in words if _midpoint(word) >= confirmed_end]
-        # A confirmed word Whisper timed at one instant ("following" at 4.6-4.6) has its midpoint at the
-        # confirmed end, so the time rule keeps it when it is heard again at the same instant; it was confirmed
-        # twice ("the following following conditions"). The same word at the same times is the same word.
-        while words and any(self._same_word(words[0], confirmed) for confirmed in self._recent_confirmed):
-            words = words[1:]
         if not words or not self._could_repeat_confirmed(words[0], confirmed_end, buffer_offset):
             return words
         recent = [normalize_word(word.word) for word in self._recent_confirmed]
@@ -330,16 +325,14 @@ class LocalAgreement:
                 return words[length:]
         return words
 
-    def _same_word(self, heard: Word, confirmed: Word) -> bool:
-        return (
-            abs(heard.start - confirmed.start) <= self._boundary_tolerance
-            and abs(heard.end - confirmed.end) <= self._boundary_tolerance
-            and normalize_word(heard.word) == normalize_word(confirmed.word)
-        )
-
     def _could_repeat_confirmed(self, first_word: Word, confirmed_end: float, buffer_offset: float) -> bool:
         # While the confirmed audio is still in the buffer, Whisper aligns a repeated word to that audio.
         if first_word.start < confirmed_end - self._boundary_tolerance:
+            return True
+        # A confirmed word timed at one instant ("following" at 4.6-4.6) has its midpoint at the confirmed end,
+        # so the time rule keeps it when it is heard there again: it was confirmed twice ("the following
+        # following conditions"). A word that ends by the confirmed end is confirmed audio too.
+        if first_word.end <= confirmed_end + self._boundary_tolerance:
             return True
         # Once the buffer was cut at the confirmed end, a repeat has no audio of its own and lands at the cut.
         cut_at_confirmed_end = buffer_offset >= confirmed_end - self._boundary_tolerance
